@@ -1,0 +1,108 @@
+"""Checkpoint reading and strict, explained loading.
+
+Accepted layouts: a bare state dict; ``{'state_dict': ...}`` (EasyCV, mmdet, mmpose);
+``{'model': ...}``; keys with a ``module.`` prefix (saved from DataParallel/DDP).  Files are read
+with ``torch.load(weights_only=True)``: a checkpoint cannot run code when it is loaded.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping
+
+import torch
+
+SHOW = 5  # how many keys of each kind an error lists
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be read, or does not fit the model."""
+
+
+def _load_file(path) -> object:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f'checkpoint file {path!r} does not exist; pass the path of a .pt/.pth file '
+                              'or a model directory that contains one.')
+    if os.path.isdir(path):
+        raise CheckpointError(f'{path!r} is a directory; pass the checkpoint file inside it (for a model '
+                              'directory use the pipeline or Model.from_pretrained).')
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f'checkpoint file {path!r} is empty (0 bytes); it was probably not written '
+                              'completely — download or copy it again.')
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f'checkpoint {path!r} holds objects other than tensors and plain containers, which are not loaded '
+            f'for safety (torch.load weights_only=True): {str(e).splitlines()[0]} — re-save it as a plain '
+            'state dict: torch.save(model.state_dict(), path).') from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        raise CheckpointError(f'checkpoint {path!r} cannot be read (truncated or not a PyTorch file?): '
+                              f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""} — download or '
+                              'copy it again.') from e
+
+
+def read_state_dict(path_or_obj) -> dict[str, torch.Tensor]:
+    """A flat ``{name: tensor}`` dict from a file path or an already-loaded checkpoint object."""
+    obj = path_or_obj
+    if isinstance(obj, (str, os.PathLike)):
+        obj = _load_file(obj)
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f'a checkpoint must be a dict of tensors, got {type(obj).__name__}')
+    for wrapper in ('state_dict', 'model'):
+        inner = obj.get(wrapper)
+        if isinstance(inner, Mapping) and inner and all(isinstance(k, str) for k in inner):
+            obj = inner
+            break
+    sd = {}
+    for k, v in obj.items():
+        if not isinstance(k, str):
+            continue
+        if k.startswith('module.'):
+            k = k[len('module.'):]
+        if hasattr(v, 'shape'):
+            sd[k] = v if isinstance(v, torch.Tensor) else torch.as_tensor(v)
+    if not sd:
+        raise CheckpointError('the checkpoint holds no tensors (expected a state dict, or a dict with a '
+                              "'state_dict' or 'model' entry).")
+    return sd
+
+
+def _first(items) -> str:
+    items = list(items)
+    more = f' ... and {len(items) - SHOW} more' if len(items) > SHOW else ''
+    return ', '.join(items[:SHOW]) + more
+
+
+def check_state_dict(model: torch.nn.Module, state_dict: Mapping) -> None:
+    """Raise :class:`CheckpointError` listing missing, unexpected and wrongly-shaped keys."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [f'{k} (checkpoint {tuple(state_dict[k].shape)}, model {tuple(own[k].shape)})' for k in own
+              if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f'{len(missing)} missing keys: {_first(missing)}')
+        if unexpected:
+            parts.append(f'{len(unexpected)} unexpected keys: {_first(unexpected)}')
+        if shapes:
+            parts.append(f'{len(shapes)} keys with the wrong shape: {_first(shapes)}')
+        raise CheckpointError(
+            'the checkpoint does not fit this model architecture — ' + '; '.join(parts) +
+            '. Check that the configuration (model.backbone / keypoint_head) matches the checkpoint, '
+            'or pass the checkpoint that belongs to this configuration.')
+
+
+def load_checkpoint(model: torch.nn.Module, path_or_state_dict, strict: bool = True) -> torch.nn.Module:
+    """Load weights into ``model``; with ``strict`` nothing is loaded unless every key fits."""
+    sd = read_state_dict(path_or_state_dict)
+    if strict:
+        check_state_dict(model, sd)
+    own = model.state_dict()
+    fitting = {k: v for k, v in sd.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    model.load_state_dict(fitting, strict=strict)
+    return model

@@ -1,0 +1,69 @@
+"""Keypoint metrics with EasyCV's (mmpose 0.x) exact definitions.
+
+* ``PCK``: a keypoint is correct when its error is below ``pck_thr`` x max(w, h) of the GT hand
+  box; accuracy is computed per keypoint over the visible instances, then averaged over the
+  keypoints that were visible at least once.
+* ``AUC``: the mean PCK over the 20 pixel thresholds 0, 1.5, ..., 28.5 (``auc_norm`` = 30 px).
+* ``EPE``: mean end-point error in pixels over visible keypoints.
+* ``NME``: the same mean error with a unit normaliser, as EasyCV computes it for hands.
+
+Distances are float32 and summed in the original's order, so the numbers are identical.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _distances(pred, gt, mask, normalize) -> np.ndarray:
+    """Normalised distances [K, N] (float32), -1 where the keypoint is not visible."""
+    n, k, _ = pred.shape
+    mask = mask.copy()
+    normalize = normalize.astype(np.float32).copy()
+    mask[(normalize == 0).sum(1) > 0, :] = False
+    normalize[normalize <= 0] = 1e6
+    dist = np.full((n, k), -1, dtype=np.float32)
+    diff = (pred - gt) / normalize[:, None, :]
+    dist[mask] = np.linalg.norm(diff[mask], axis=-1)
+    return dist.T
+
+
+def _pck_from_distances(dist: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Mean PCK for each threshold, from [K, N] distances; keypoints never visible are skipped."""
+    valid = dist != -1
+    count = valid.sum(axis=1)  # [K]
+    hits = ((dist[None] < thresholds[:, None, None]) & valid[None]).sum(axis=2)  # [T, K]
+    seen = count > 0
+    if not seen.any():
+        return np.zeros(len(thresholds), dtype=np.float64)
+    acc = hits[:, seen] / count[seen]
+    return acc.mean(axis=1)
+
+
+def _mean_valid(dist: np.ndarray) -> float:
+    d = dist[dist != -1]
+    return float(d.sum()) / max(1, len(d))  # float32 sum, float64 division, as the original
+
+
+def keypoint_metrics(pred, gt, visible, bbox_xywh, pck_thr: float = 0.2, auc_norm: float = 30.0,
+                     auc_steps: int = 20) -> dict:
+    """PCK, AUC, EPE and NME of predictions [N, K, 2] against ground truth [N, K, 2].
+
+    ``visible`` [N, K] (> 0 counts), ``bbox_xywh`` [N, 4] GT hand boxes for the PCK normaliser.
+    With no visible keypoint at all every metric is 0.0 (never NaN).
+    """
+    pred = np.asarray(pred, dtype=np.float32)
+    gt = np.asarray(gt, dtype=np.float32)
+    n = pred.shape[0]
+    if n == 0:
+        return {'PCK': 0.0, 'AUC': 0.0, 'EPE': 0.0, 'NME': 0.0}
+    mask = np.asarray(visible).reshape(n, -1) > 0
+    box = np.asarray(bbox_xywh, dtype=np.float32).reshape(n, 4)
+    side = np.max(box[:, 2:], axis=1)
+    bbox_norm = np.stack([side, side], axis=1)
+    pck = _pck_from_distances(_distances(pred, gt, mask, bbox_norm), np.array([pck_thr], np.float64))[0]
+    px = _distances(pred, gt, mask, np.full((n, 2), auc_norm, np.float32))
+    thresholds = np.arange(auc_steps, dtype=np.float64) / auc_steps
+    auc = float(np.sum(_pck_from_distances(px, thresholds) / auc_steps))
+    unit = _distances(pred, gt, mask, np.ones((n, 2), np.float32))
+    epe = _mean_valid(unit)
+    return {'PCK': float(pck), 'AUC': auc, 'EPE': epe, 'NME': epe}

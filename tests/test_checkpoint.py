@@ -1,0 +1,83 @@
+"""Checkpoint layouts and loading errors."""
+import pytest
+import torch
+
+from modelscope_handkp.checkpoint import CheckpointError, load_checkpoint, read_state_dict
+from modelscope_handkp.models import build_hand_model, hrnet_extra, hrnet_model_cfg
+
+
+def tiny_model():
+    return build_hand_model(hrnet_model_cfg(hrnet_extra(8, 1, (1, 1, 1, 1), 1), image_size=(64, 64)))
+
+
+@pytest.fixture()
+def weights():
+    torch.manual_seed(0)
+    m = tiny_model()
+    for p in m.parameters():
+        torch.nn.init.normal_(p)
+    return m.state_dict()
+
+
+@pytest.mark.parametrize('layout', ['bare', 'state_dict', 'model', 'module', 'easycv'])
+def test_layouts_load_exactly(tmp_path, weights, layout):
+    sd = dict(weights)
+    if layout == 'module':
+        obj = {'module.' + k: v for k, v in sd.items()}
+    elif layout == 'easycv':
+        obj = {'state_dict': sd, 'meta': {'epoch': 3, 'config': 'x'}}
+    elif layout == 'bare':
+        obj = sd
+    else:
+        obj = {layout: sd}
+    path = tmp_path / 'ckpt.pth'
+    torch.save(obj, path)
+    m = load_checkpoint(tiny_model(), path)
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, weights[k]), k
+
+
+def test_truncated_file(tmp_path, weights):
+    path = tmp_path / 'ckpt.pth'
+    torch.save(weights, path)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    with pytest.raises(CheckpointError, match='cannot be read'):
+        read_state_dict(path)
+
+
+def test_empty_and_missing_file(tmp_path):
+    (tmp_path / 'empty.pth').write_bytes(b'')
+    with pytest.raises(CheckpointError, match='empty'):
+        read_state_dict(tmp_path / 'empty.pth')
+    with pytest.raises(CheckpointError, match='does not exist'):
+        read_state_dict(tmp_path / 'nope.pth')
+
+
+def test_unsafe_pickle_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ('pwned', ))
+    path = tmp_path / 'evil.pth'
+    torch.save({'state_dict': {'a': torch.zeros(1)}, 'obj': Evil()}, path)
+    with pytest.raises(CheckpointError, match='weights_only'):
+        read_state_dict(path)
+
+
+def test_wrong_architecture_lists_keys_and_loads_nothing(weights):
+    target = build_hand_model()  # w18 vs the w8 checkpoint
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(target, weights)
+    msg = str(err.value)
+    assert 'wrong shape' in msg and 'backbone.transition1.0.0.weight' in msg
+    assert 'missing keys' in msg
+    assert all(torch.equal(v, before[k]) for k, v in target.state_dict().items())
+
+
+def test_missing_and_unexpected_keys(weights):
+    sd = dict(weights)
+    sd.pop('keypoint_head.final_layer.3.bias')
+    sd['foo.bar'] = torch.zeros(3)
+    with pytest.raises(CheckpointError, match=r'1 missing keys: keypoint_head.final_layer.3.bias.*1 unexpected keys: foo.bar'):
+        load_checkpoint(tiny_model(), sd)

@@ -1,0 +1,29 @@
+"""PCK/AUC/EPE/NME equal EasyCV's KeyPointEvaluator."""
+import numpy as np
+import pytest
+
+from modelscope_handkp.metrics import keypoint_metrics
+
+
+def test_metrics_parity(metrics_ref):
+    m = keypoint_metrics(metrics_ref['pred'], metrics_ref['gt'], metrics_ref['visible'], metrics_ref['bbox_xywh'])
+    for k in ('PCK', 'AUC', 'EPE', 'NME'):
+        assert abs(m[k] - float(metrics_ref[k])) <= 1e-9, k
+
+
+def test_no_visible_keypoints_gives_zeros_not_nan():
+    pred = np.zeros((2, 21, 2))
+    m = keypoint_metrics(pred, pred + 1, np.zeros((2, 21)), np.ones((2, 4)))
+    assert m == {'PCK': 0.0, 'AUC': 0.0, 'EPE': 0.0, 'NME': 0.0}
+    assert keypoint_metrics(np.zeros((0, 21, 2)), np.zeros((0, 21, 2)), np.zeros((0, 21)), np.zeros((0, 4)))['PCK'] == 0
+
+
+def test_small_hand_by_hand():
+    gt = np.zeros((1, 3, 2))
+    pred = np.array([[[3.0, 4.0], [30.0, 0.0], [0.0, 0.0]]])  # errors 5, 30, 0 px
+    vis = np.array([[1, 1, 0]])
+    m = keypoint_metrics(pred, gt, vis, np.array([[0, 0, 50, 100]]))  # PCK threshold 0.2*100 = 20 px
+    assert m['PCK'] == pytest.approx(0.5)
+    assert m['EPE'] == pytest.approx(17.5)
+    # AUC: thresholds 0..28.5 px step 1.5; 5 px is inside for 16 of 20 thresholds, 30 px never
+    assert m['AUC'] == pytest.approx((16 / 20) * 0.5)

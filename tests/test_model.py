@@ -1,0 +1,78 @@
+"""HRNet-w18 model: key layout of the published checkpoint and heatmap parity with EasyCV."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from modelscope_handkp.checkpoint import load_checkpoint
+from modelscope_handkp.models import build_hand_model, flip_back_heatmaps, hrnet_extra, hrnet_model_cfg
+
+
+@pytest.fixture(scope='module')
+def model(hrnet_synth_state_dict):
+    m = build_hand_model()
+    load_checkpoint(m, hrnet_synth_state_dict)
+    return m.eval()
+
+
+def test_state_dict_matches_manifest(reference_dir):
+    manifest = json.loads((reference_dir / 'hrnet_w18_hand_manifest.json').read_text())
+    sd = build_hand_model().state_dict()
+    assert len(manifest) == 1839
+    assert {k: (tuple(s), d) for k, s, d in manifest} == {
+        k: (tuple(v.shape), str(v.dtype).replace('torch.', '')) for k, v in sd.items()}
+
+
+def test_heatmaps_plain(model, topdown_ref):
+    with torch.no_grad():
+        out = model.forward_heatmaps(torch.from_numpy(topdown_ref['input_tensor'])).numpy()
+    ref = topdown_ref['heatmaps_plain']
+    assert out.shape == (4, 21, 64, 64)
+    assert np.abs(out - ref).max() <= 1e-3 * np.abs(ref).max()
+
+
+def test_heatmaps_flip_test_one_forward(model, topdown_ref):
+    x = torch.from_numpy(topdown_ref['input_tensor'])
+    calls = []
+    handle = model.backbone.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    try:
+        with torch.no_grad():
+            out = model.forward_heatmaps(x, flip_test=True).numpy()
+    finally:
+        handle.remove()
+    assert calls == [8]  # the batch and its mirror in ONE forward
+    ref = topdown_ref['heatmaps_flip_avg']
+    assert np.abs(out - ref).max() <= 1e-3 * np.abs(ref).max()
+    # and it is not the plain output (flip test changed something)
+    assert np.abs(out - topdown_ref['heatmaps_plain']).max() > 1e-2 * np.abs(ref).max()
+
+
+def test_flip_back_shift_reads_unshifted_values():
+    x = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5)
+    out = flip_back_heatmaps(x, shift=True)
+    flipped = x.flip(-1)
+    assert torch.equal(out[..., 0], flipped[..., 0])
+    assert torch.equal(out[..., 1:], flipped[..., :-1])  # no smearing of column 0
+    assert torch.equal(flip_back_heatmaps(x, shift=False), flipped)
+
+
+def test_narrow_config_builds_and_trains():
+    cfg = hrnet_model_cfg(hrnet_extra(width=8, blocks=1, modules=(1, 1, 1, 1), stem_blocks=1), image_size=(64, 64))
+    m = build_hand_model(cfg)
+    x = torch.randn(2, 3, 64, 64)
+    h = m(x)
+    assert h.shape == (2, 21, 16, 16)
+    target = torch.zeros_like(h)
+    weight = torch.ones(2, 21, 1)
+    loss = m.forward_train(x, target, weight)['loss']
+    assert torch.allclose(loss, (h**2).mean())
+    weight[:, 5:] = 0
+    assert torch.allclose(m.loss(h, target, weight), (h[:, :5]**2).sum() / h.numel())
+
+
+def test_unsupported_architecture_is_named():
+    cfg = hrnet_model_cfg()
+    cfg['backbone']['type'] = 'ResNet'
+    with pytest.raises(ValueError, match="'ResNet'"):
+        build_hand_model(cfg)
