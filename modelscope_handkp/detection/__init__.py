@@ -10,6 +10,9 @@ _LAZY_EXPORTS = {
     'as_detections': '.base',
     'build_hand_detector': '.ssdlite',  # issue 3: native SSDLite-MobileNetV2 (mmdet 2.x layout)
     'SSDLiteHandDetector': '.ssdlite',
+    'build_palm_detector': '.palm',  # issue 8: MediaPipe palm detector (BlazePalm) ported to PyTorch
+    'PalmDetector': '.palm',
+    'convert_palm_detector': '.tflite_convert',
 }
 
 
