@@ -1,0 +1,553 @@
+"""Model directories: reading ``configuration.json``, telling the two formats apart, finding the
+weight files, and converting the published (EasyCV) layout into this plugin's layout.
+
+Two kinds of model directory are understood:
+
+* **published / EasyCV format** — the hub model ``damo/cv_hrnetw18_hand-pose-keypoints_coco-wholebody``
+  as EasyCV exported it: ``configuration.json`` with ``model.type = "HRNet-Hand2D-Keypoints"``,
+  ``plugins: ["pai-easycv"]``, jsonplus-encoded tuples (``{"__class__": "tuple", "__value__": [...]}``),
+  image/heatmap sizes in ``data_cfg`` and a ``DETECTION`` section pointing at an mmdet SSDLite
+  detector (``detection/config.py`` + ``detection/detection_model.pth``); weights in
+  ``pytorch_model.pt`` (``{'state_dict': ..., 'meta': ...}``).
+* **this plugin's format** — ``configuration.json`` like the repository's top-level one:
+  ``model.type = "handkp-topdown-hrnet"``, plain JSON lists, ``model.image_size`` /
+  ``model.heatmap_size``, test settings in ``model.test_cfg``, a ``detector`` section
+  (``{"type": "ssdlite", "config_file": ..., "checkpoint": ...}``, ``{"type": "palm"}``,
+  ``{"type": "whole_image"}`` or ``{"type": "none"}``), no ``plugins`` entry; weights in
+  ``pytorch_model.pt``.
+
+Nothing in a model directory is ever executed: JSON is parsed, the mmdet ``config.py`` is read by
+:mod:`modelscope_handkp.detection.mmdet_config` (an AST reader, no ``exec``) and checkpoints are
+loaded with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CONFIG_FILE = 'configuration.json'
+WEIGHTS_FILE = 'pytorch_model.pt'
+TASK = 'hand-2d-keypoints'
+
+FORMAT_EASYCV = 'easycv'
+FORMAT_HANDKP = 'handkp'
+FORMAT_VERSION = 1
+
+# names this plugin registers with ModelScope
+MODEL_TYPE = 'handkp-topdown-hrnet'
+PIPELINE_TYPE = 'handkp-hand-2d-keypoints'
+PREPROCESSOR_TYPE = 'handkp-hand-image'
+# names of the published (EasyCV) model directory, served by this plugin when pai-easycv is absent
+OFFICIAL_MODEL_TYPE = 'HRNet-Hand2D-Keypoints'
+OFFICIAL_PIPELINE_TYPE = 'hrnetv2w18_hand-2d-keypoints_image'
+OFFICIAL_PLUGIN = 'pai-easycv'
+HUB_MODEL_ID = 'damo/cv_hrnetw18_hand-pose-keypoints_coco-wholebody'
+
+DETECTOR_TYPES = ('ssdlite', 'palm', 'whole_image', 'none')
+DEFAULT_SCORE_THRESHOLD = 0.5  # the published DETECTION.score_threshold
+DEFAULT_IMAGE_SIZE = (256, 256)
+
+_HOW_TO_GET = (f'use a complete model directory: the published model ({HUB_MODEL_ID}, downloaded with '
+               'modelscope.snapshot_download), a directory written by modelscope_handkp.convert_model_dir '
+               "or by build_trainer('easycv', ...), or modelscope_handkp.starter_model_dir()")
+
+
+class ModelDirError(ValueError):
+    """A model directory (or its configuration.json) is missing something or is malformed."""
+
+
+class MissingWeightsError(ModelDirError, FileNotFoundError):
+    """A model directory has no weights file."""
+
+
+# ----------------------------------------------------------------------------- configuration.json
+def decode_jsonplus(obj):
+    """Plain Python values from EasyCV/ModelScope JSON: ``{"__class__": "tuple", "__value__": [...]}``
+    becomes a tuple (``set``/``frozenset`` likewise); mappings (incl. ModelScope ``ConfigDict``)
+    become plain dicts, recursively."""
+    if isinstance(obj, Mapping):
+        if set(obj.keys()) == {'__class__', '__value__'}:
+            cls, value = obj['__class__'], obj['__value__']
+            items = [decode_jsonplus(v) for v in value] if isinstance(value, (list, tuple)) else value
+            if cls == 'tuple':
+                return tuple(items)
+            if cls in ('set', 'frozenset'):
+                return set(items) if cls == 'set' else frozenset(items)
+            raise ModelDirError(
+                f'configuration.json holds a jsonplus value of class {cls!r} that this plugin does not '
+                'decode (only tuple/set/frozenset); replace it with a plain JSON value.')
+        return {str(k): decode_jsonplus(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(decode_jsonplus(v) for v in obj) if isinstance(obj, tuple) else [
+            decode_jsonplus(v) for v in obj]
+    return obj
+
+
+def _plain_json(obj):
+    """Tuples -> lists, for writing this plugin's configuration.json."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [_plain_json(v) for v in obj]
+    return obj
+
+
+def dumps_configuration(cfg: Mapping) -> str:
+    """JSON text of a configuration: indented objects, lists of plain values on one line."""
+    def fmt(obj, level):
+        pad, inner = '  ' * level, '  ' * (level + 1)
+        if isinstance(obj, Mapping):
+            if not obj:
+                return '{}'
+            items = [f'{inner}{json.dumps(str(k))}: {fmt(v, level + 1)}' for k, v in obj.items()]
+            return '{\n' + ',\n'.join(items) + '\n' + pad + '}'
+        if isinstance(obj, (list, tuple)):
+            if all(not isinstance(v, (Mapping, list, tuple)) for v in obj):
+                return json.dumps(list(obj))
+            return '[\n' + ',\n'.join(inner + fmt(v, level + 1) for v in obj) + '\n' + pad + ']'
+        return json.dumps(obj)
+    return fmt(_plain_json(cfg), 0) + '\n'
+
+
+def _check_dir(model_dir) -> Path:
+    if model_dir is None:
+        raise ModelDirError(f'no model directory given; {_HOW_TO_GET}.')
+    path = Path(os.fspath(model_dir)).expanduser()
+    if not path.exists():
+        raise ModelDirError(f'model directory {str(path)!r} does not exist; {_HOW_TO_GET}.')
+    if not path.is_dir():
+        raise ModelDirError(f'{str(path)!r} is a file, not a model directory; pass the folder that holds '
+                            f'{CONFIG_FILE} and {WEIGHTS_FILE}.')
+    return path
+
+
+def read_configuration(model_dir) -> dict:
+    """The decoded ``configuration.json`` of ``model_dir`` (plain dicts, tuples decoded)."""
+    path = _check_dir(model_dir)
+    cfg_file = path / CONFIG_FILE
+    if not cfg_file.is_file():
+        raise ModelDirError(f'{str(path)!r} is not a model directory: it has no {CONFIG_FILE}; {_HOW_TO_GET}.')
+    try:
+        text = cfg_file.read_text(encoding='utf-8')
+    except (OSError, UnicodeDecodeError) as e:
+        raise ModelDirError(f'{cfg_file} cannot be read ({type(e).__name__}: {e}); restore the file.') from e
+    if not text.strip():
+        raise ModelDirError(f'{cfg_file} is empty; restore it (copy it from the model you downloaded, or '
+                            'from the repository\'s configuration.json).')
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ModelDirError(f'{cfg_file} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); '
+                            'fix or restore the file.') from e
+    if not isinstance(raw, dict):
+        raise ModelDirError(f'{cfg_file} must hold a JSON object, found {type(raw).__name__}; restore the file.')
+    return decode_jsonplus(raw)
+
+
+def config_format(cfg: Mapping, where: str = CONFIG_FILE) -> str:
+    """``'easycv'`` for the published layout, ``'handkp'`` for this plugin's layout."""
+    model = cfg.get('model')
+    mtype = model.get('type') if isinstance(model, Mapping) else None
+    plugins = cfg.get('plugins') or []
+    plugins = [plugins] if isinstance(plugins, str) else list(plugins)
+    if 'handkp' in cfg or mtype == MODEL_TYPE:
+        return FORMAT_HANDKP
+    if (mtype == OFFICIAL_MODEL_TYPE or 'DETECTION' in cfg or any(OFFICIAL_PLUGIN in str(p) for p in plugins)
+            or (isinstance(model, Mapping) and '__easycv_arch__' in model)):
+        return FORMAT_EASYCV
+    if not isinstance(model, Mapping):
+        raise ModelDirError(f"{where} has no 'model' section, so it does not describe a hand keypoint model; "
+                            f"restore the file ({_HOW_TO_GET}).")
+    raise ModelDirError(
+        f'{where} describes a model of type {mtype!r}, which is not a hand keypoint model of this plugin '
+        f'(expected model.type {MODEL_TYPE!r} or the published {OFFICIAL_MODEL_TYPE!r}); {_HOW_TO_GET}.')
+
+
+# ----------------------------------------------------------------------------- model spec
+@dataclass
+class DetectorSpec:
+    """Which hand detector a model directory asks for.
+
+    ``type``: ``'ssdlite'`` (``config_file`` + ``checkpoint``), ``'palm'`` (``variant``),
+    ``'whole_image'`` (the image is one hand) or ``'none'`` (the caller passes ``boxes=``).
+    """
+
+    type: str = 'none'
+    config_file: str | None = None
+    checkpoint: str | None = None
+    variant: str = 'full'
+    score_threshold: float = DEFAULT_SCORE_THRESHOLD
+
+    def to_config(self, model_dir=None) -> dict:
+        out = {'type': self.type}
+        if self.type == 'ssdlite':
+            out['config_file'] = _relative(self.config_file, model_dir)
+            out['checkpoint'] = _relative(self.checkpoint, model_dir)
+        if self.type == 'palm':
+            out['variant'] = self.variant
+        if self.type in ('ssdlite', 'palm'):
+            out['score_threshold'] = float(self.score_threshold)
+        return out
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to build and run the model of one directory."""
+
+    model_dir: str | None
+    format: str
+    config: dict
+    model_cfg: dict  # for modelscope_handkp.models.build_hand_model
+    checkpoint: str | None
+    flip_test: bool = True
+    post_process: str | None = 'unbiased'
+    kernel: int = 11
+    detector: DetectorSpec = field(default_factory=DetectorSpec)
+
+    @property
+    def image_size(self):
+        return tuple(self.model_cfg.get('image_size', DEFAULT_IMAGE_SIZE))
+
+    @property
+    def heatmap_size(self):
+        size = self.image_size
+        return tuple(self.model_cfg.get('heatmap_size', (size[0] // 4, size[1] // 4)))
+
+
+def _relative(path, model_dir):
+    if path is None:
+        return None
+    if model_dir is None:
+        return str(path)
+    try:
+        return os.path.relpath(path, model_dir)
+    except ValueError:
+        return str(path)
+
+
+def _require(mapping, key, where, what):
+    if not isinstance(mapping, Mapping) or key not in mapping:
+        raise ModelDirError(f"{where} is missing the key {key!r} ({what}); restore it from the model's original "
+                            f"configuration.json or the repository's configuration.json.")
+    return mapping[key]
+
+
+def _size_pair(value, where, key):
+    try:
+        pair = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        pair = ()
+    if len(pair) != 2 or min(pair) <= 0:
+        raise ModelDirError(f'{where}: {key} must be [width, height] of positive integers, got {value!r}.')
+    return pair
+
+
+def keypoint_model_cfg(cfg: Mapping, fmt: str | None = None, where: str = CONFIG_FILE) -> dict:
+    """The TopDown model dict (EasyCV layout + ``image_size``/``heatmap_size``) of a configuration."""
+    fmt = fmt or config_format(cfg, where)
+    model = _require(cfg, 'model', where, 'the keypoint network description')
+    if not isinstance(model, Mapping):
+        raise ModelDirError(f"{where}: 'model' must be a JSON object, got {type(model).__name__}.")
+    model = copy.deepcopy(dict(model))
+    _require(model, 'backbone', f'{where} model', 'the HRNet backbone description')
+    _require(model, 'keypoint_head', f'{where} model', 'the heatmap head description')
+    out = {k: v for k, v in model.items() if k not in ('type', 'pretrained', '__easycv_arch__', 'checkpoint')}
+    out['type'] = 'TopDown'
+    if fmt == FORMAT_EASYCV:
+        data_cfg = cfg.get('data_cfg') or {}
+        image_size = data_cfg.get('image_size', DEFAULT_IMAGE_SIZE)
+        heatmap_size = data_cfg.get('heatmap_size')
+    else:
+        image_size = model.get('image_size', DEFAULT_IMAGE_SIZE)
+        heatmap_size = model.get('heatmap_size')
+    image_size = _size_pair(image_size, where, 'image_size')
+    heatmap_size = (_size_pair(heatmap_size, where, 'heatmap_size') if heatmap_size is not None else
+                    (image_size[0] // 4, image_size[1] // 4))
+    out['image_size'] = list(image_size)
+    out['heatmap_size'] = list(heatmap_size)
+    out.setdefault('train_cfg', {})
+    out['test_cfg'] = dict(out.get('test_cfg') or {})
+    return out
+
+
+def _test_settings(model_cfg: Mapping):
+    test_cfg = model_cfg.get('test_cfg') or {}
+    post = test_cfg.get('post_process', 'unbiased')
+    if post in ('none', 'None', False):
+        post = None
+    if post not in ('unbiased', 'default', None):
+        raise ModelDirError(f"model.test_cfg.post_process must be 'unbiased', 'default' or null, got {post!r}.")
+    kernel = int(test_cfg.get('modulate_kernel', test_cfg.get('kernel', 11)))
+    if kernel < 1 or kernel % 2 == 0:
+        raise ModelDirError(f'model.test_cfg.modulate_kernel must be a positive odd integer, got {kernel}.')
+    return bool(test_cfg.get('flip_test', True)), post, kernel
+
+
+def _score_threshold(value, where):
+    try:
+        thr = float(value)
+    except (TypeError, ValueError):
+        thr = float('nan')
+    if not (0.0 <= thr <= 1.0):
+        raise ModelDirError(f'{where}: score_threshold must be a number in [0, 1], got {value!r}.')
+    return thr
+
+
+def detector_spec(cfg: Mapping, model_dir=None, fmt: str | None = None, where: str = CONFIG_FILE) -> DetectorSpec:
+    """The detector a configuration asks for, with file paths made absolute."""
+    fmt = fmt or config_format(cfg, where)
+    base = Path(os.fspath(model_dir)) if model_dir is not None else None
+
+    def resolve(p):
+        if p is None:
+            return None
+        p = Path(os.fspath(p)).expanduser()
+        return str(p if p.is_absolute() or base is None else base / p)
+
+    if fmt == FORMAT_EASYCV:
+        det = cfg.get('DETECTION')
+        if not det:
+            return DetectorSpec('none')
+        if not isinstance(det, Mapping):
+            raise ModelDirError(f"{where}: 'DETECTION' must be a JSON object.")
+        return DetectorSpec(
+            'ssdlite',
+            config_file=resolve(_require(det, 'config_file', f'{where} DETECTION', 'the mmdet detector config')),
+            checkpoint=resolve(_require(det, 'model_path', f'{where} DETECTION', 'the detector weights')),
+            score_threshold=_score_threshold(det.get('score_threshold', DEFAULT_SCORE_THRESHOLD),
+                                             f'{where} DETECTION'))
+    det = cfg.get('detector')
+    if det is None:
+        return DetectorSpec('none')
+    if isinstance(det, str):
+        det = {'type': det}
+    if not isinstance(det, Mapping):
+        raise ModelDirError(f"{where}: 'detector' must be a JSON object like {{\"type\": \"palm\"}}.")
+    dtype = str(det.get('type', 'none')).lower()
+    if dtype in ('whole-image', 'wholeimage'):
+        dtype = 'whole_image'
+    if dtype not in DETECTOR_TYPES:
+        raise ModelDirError(f'{where}: detector.type {det.get("type")!r} is not one of {DETECTOR_TYPES}.')
+    thr = _score_threshold(det.get('score_threshold', DEFAULT_SCORE_THRESHOLD), f'{where} detector')
+    if dtype == 'ssdlite':
+        return DetectorSpec(
+            'ssdlite',
+            config_file=resolve(_require(det, 'config_file', f'{where} detector', 'the mmdet detector config')),
+            checkpoint=resolve(_require(det, 'checkpoint', f'{where} detector', 'the detector weights')),
+            score_threshold=thr)
+    if dtype == 'palm':
+        return DetectorSpec('palm', variant=str(det.get('variant', 'full')), score_threshold=thr)
+    return DetectorSpec(dtype, score_threshold=thr)
+
+
+def validate_configuration(cfg: Mapping, where: str = CONFIG_FILE, model_dir=None) -> str:
+    """Check every key ModelScope and this plugin read from a hand keypoint configuration; return its
+    format.  Raises :class:`ModelDirError` naming the missing or malformed key and the fix."""
+    cfg = decode_jsonplus(cfg)
+    fmt = config_format(cfg, where)
+    task = cfg.get('task')
+    if task is None:
+        raise ModelDirError(f"{where} is missing the key 'task'; add \"task\": \"{TASK}\".")
+    if task != TASK:
+        raise ModelDirError(f'{where} is for task {task!r}, not {TASK!r}; pass a hand keypoint model directory.')
+    if 'framework' not in cfg:
+        raise ModelDirError(f"{where} is missing the key 'framework'; add \"framework\": \"pytorch\".")
+    pipe = cfg.get('pipeline')
+    if not isinstance(pipe, Mapping) or not pipe.get('type'):
+        name = PIPELINE_TYPE if fmt == FORMAT_HANDKP else OFFICIAL_PIPELINE_TYPE
+        raise ModelDirError(f"{where} is missing the key 'pipeline' (with its 'type'), which ModelScope's pipeline() "
+                            f'needs; add "pipeline": {{"type": "{name}"}}.')
+    model_cfg = keypoint_model_cfg(cfg, fmt, where)
+    _test_settings(model_cfg)
+    detector_spec(cfg, model_dir, fmt, where)
+    return fmt
+
+
+def load_model_spec(model_dir, require_weights: bool = True, config: Mapping | None = None) -> ModelSpec:
+    """Read and check ``model_dir``; raise :class:`ModelDirError` saying what is wrong and what to do.
+
+    ``config``: an already-read (possibly overridden) configuration to use instead of the file.
+    """
+    path = _check_dir(model_dir)
+    where = str(path / CONFIG_FILE)
+    cfg = decode_jsonplus(config) if config is not None else read_configuration(path)
+    fmt = config_format(cfg, where)
+    task = cfg.get('task')
+    if task is None:
+        raise ModelDirError(f"{where} is missing the key 'task'; add \"task\": \"{TASK}\".")
+    if task != TASK:
+        raise ModelDirError(f'{where} is for task {task!r}, not {TASK!r}; pass a hand keypoint model directory.')
+    model_cfg = keypoint_model_cfg(cfg, fmt, where)
+    flip, post, kernel = _test_settings(model_cfg)
+    checkpoint = path / WEIGHTS_FILE
+    if not checkpoint.is_file():
+        if require_weights:
+            raise MissingWeightsError(
+                f'model directory {str(path)!r} has no weights: {WEIGHTS_FILE} is missing. Copy the checkpoint '
+                f'there (the published one is part of {HUB_MODEL_ID}), or train one with '
+                "build_trainer('easycv', ...).")
+        checkpoint = None
+    elif checkpoint.stat().st_size == 0:
+        raise MissingWeightsError(f'{checkpoint} is empty (0 bytes): the download or copy did not finish; '
+                                  'copy the file again.')
+    return ModelSpec(model_dir=str(path), format=fmt, config=cfg, model_cfg=model_cfg,
+                     checkpoint=str(checkpoint) if checkpoint else None, flip_test=flip, post_process=post,
+                     kernel=kernel, detector=detector_spec(cfg, path, fmt, where))
+
+
+def check_detector_files(spec: DetectorSpec, where: str = 'the model directory') -> None:
+    """Raise a clear error when an SSDLite detector's files are missing."""
+    if spec.type != 'ssdlite':
+        return
+    for what, p in (('config', spec.config_file), ('weights', spec.checkpoint)):
+        if not p or not Path(p).is_file():
+            raise ModelDirError(
+                f'the hand detector {what} file {p!r} named by {where} does not exist. Copy the detector files '
+                f'(the published model ships them under detection/), or pass boxes=[[x1, y1, x2, y2], ...] '
+                "with detector='none', or choose another detector: pipeline(..., detector='palm') / "
+                "detector='whole_image'.")
+
+
+# ----------------------------------------------------------------------------- our configuration
+def handkp_configuration(model_cfg: Mapping | None = None, detector: DetectorSpec | Mapping | None = None,
+                         base: Mapping | None = None) -> dict:
+    """A configuration.json (this plugin's format) for a keypoint model dict and a detector.
+
+    ``base``: a configuration (either format) whose train/evaluation/dataset sections are kept.
+    """
+    from .models import default_model_cfg
+    mc = copy.deepcopy(dict(model_cfg if model_cfg is not None else default_model_cfg()))
+    mc = {k: v for k, v in mc.items() if k not in ('type', 'pretrained', '__easycv_arch__')}
+    model = {'type': MODEL_TYPE, **mc}
+    image_size = list(model.get('image_size', DEFAULT_IMAGE_SIZE))
+    model['image_size'] = image_size
+    model.setdefault('heatmap_size', [image_size[0] // 4, image_size[1] // 4])
+    model.setdefault('train_cfg', {})
+    test_cfg = {'flip_test': True, 'post_process': 'unbiased', 'shift_heatmap': True, 'modulate_kernel': 11}
+    test_cfg.update(model.get('test_cfg') or {})
+    model['test_cfg'] = test_cfg
+    if detector is None:
+        det = {'type': 'none'}
+    elif isinstance(detector, DetectorSpec):
+        det = detector.to_config()
+    else:
+        det = dict(detector)
+    out = {
+        'framework': 'pytorch',
+        'task': TASK,
+        'handkp': {
+            'format_version': FORMAT_VERSION,
+            'usage': ('modelscope-handkp model directory: pip install modelscope-handkp, then '
+                      '`import modelscope_handkp` before modelscope.pipelines.pipeline(Tasks.hand_2d_keypoints, '
+                      'model=DIR) or build_trainer("easycv", ...).'),
+        },
+        'model': model,
+        'preprocessor': {'type': PREPROCESSOR_TYPE},
+        'pipeline': {'type': PIPELINE_TYPE},
+        'detector': det,
+    }
+    for key in ('dataset', 'train', 'evaluation', 'data_cfg', 'channel_cfg'):
+        if base is not None and key in base:
+            out[key] = copy.deepcopy(base[key])
+    return _plain_json(out)
+
+
+def handkp_config_from_easycv(cfg: Mapping, where: str = CONFIG_FILE) -> dict:
+    """Translate a published (EasyCV) configuration into this plugin's format (relative paths kept)."""
+    cfg = decode_jsonplus(cfg)
+    model_cfg = keypoint_model_cfg(cfg, FORMAT_EASYCV, where)
+    det = detector_spec(cfg, None, FORMAT_EASYCV, where)
+    return handkp_configuration(model_cfg, det.to_config(), base=cfg)
+
+
+# ----------------------------------------------------------------------------- conversion
+def _save_plain_checkpoint(src: Path, dst: Path, meta: dict) -> None:
+    import torch
+
+    from .checkpoint import read_state_dict
+    sd = read_state_dict(str(src))
+    torch.save({'state_dict': {k: v.detach().clone().contiguous() for k, v in sd.items()}, 'meta': meta},
+               str(dst))
+
+
+def convert_model_dir(src, dst, overwrite: bool = False, check: bool = True) -> str:
+    """Write a copy of model directory ``src`` (published EasyCV layout or this plugin's) to ``dst`` in
+    this plugin's format, and return ``dst``.
+
+    * ``configuration.json`` is rewritten (plain JSON, ``model.type`` ``handkp-topdown-hrnet``, a
+      ``detector`` section, no ``plugins`` entry, train/evaluation/dataset sections kept);
+    * ``pytorch_model.pt`` is re-saved as ``{'state_dict': ..., 'meta': ...}`` after a safe read (and,
+      with ``check``, after loading it into the network, so a wrong checkpoint fails here);
+    * the detector files are copied byte for byte to ``detection/`` (``config.py`` is never executed).
+
+    ``dst`` must not exist or be empty; an existing non-empty ``dst`` is only replaced with
+    ``overwrite=True``.  The copy is written to a temporary folder next to ``dst`` and renamed into
+    place, so a failed conversion leaves nothing behind.
+    """
+    src_path = _check_dir(src)
+    spec = load_model_spec(src_path, require_weights=True)
+    dst_path = Path(os.fspath(dst)).expanduser()
+    if dst_path.resolve() == src_path.resolve():
+        raise ModelDirError('convert_model_dir: src and dst are the same folder; pass a new folder as dst.')
+    if dst_path.exists():
+        if not dst_path.is_dir():
+            raise FileExistsError(f'{dst_path} exists and is a file; pass a new folder as dst.')
+        if any(dst_path.iterdir()) and not overwrite:
+            raise FileExistsError(f'{dst_path} already exists and is not empty; pass another folder, or '
+                                  'overwrite=True to replace it.')
+    check_detector_files(spec.detector, str(src_path / CONFIG_FILE))
+
+    if spec.format == FORMAT_EASYCV:
+        new_cfg = handkp_config_from_easycv(spec.config, str(src_path / CONFIG_FILE))
+    else:
+        new_cfg = handkp_configuration(spec.model_cfg, None, base=spec.config)
+        new_cfg['handkp'].update({k: v for k, v in (spec.config.get('handkp') or {}).items()
+                                  if k not in ('format_version', 'usage')})
+    det = spec.detector
+    if det.type == 'ssdlite':
+        cfg_name = 'config' + (Path(det.config_file).suffix or '.py')
+        new_cfg['detector'] = {'type': 'ssdlite', 'config_file': f'detection/{cfg_name}',
+                               'checkpoint': 'detection/' + Path(det.checkpoint).name,
+                               'score_threshold': float(det.score_threshold)}
+    else:
+        new_cfg['detector'] = det.to_config()
+
+    if check:
+        from .checkpoint import load_checkpoint
+        from .models import build_hand_model
+        try:
+            load_checkpoint(build_hand_model(spec.model_cfg), spec.checkpoint, strict=True)
+        except Exception as e:
+            raise ModelDirError(f'convert_model_dir: {spec.checkpoint} does not load into the network described by '
+                                f'{src_path / CONFIG_FILE}: {e}') from e
+
+    dst_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{dst_path.name}.', dir=str(dst_path.parent)))
+    try:
+        meta = {'converted_from': str(src_path), 'source_format': spec.format,
+                'converted_by': 'modelscope_handkp.convert_model_dir'}
+        _save_plain_checkpoint(Path(spec.checkpoint), tmp / WEIGHTS_FILE, meta)
+        if det.type == 'ssdlite':
+            (tmp / 'detection').mkdir()
+            shutil.copyfile(det.config_file, tmp / new_cfg['detector']['config_file'])
+            shutil.copyfile(det.checkpoint, tmp / new_cfg['detector']['checkpoint'])
+        (tmp / CONFIG_FILE).write_text(dumps_configuration(new_cfg), encoding='utf-8')
+        if dst_path.exists():
+            backup = dst_path.with_name(f'.{dst_path.name}.replaced')
+            if backup.exists():
+                shutil.rmtree(backup)
+            os.replace(dst_path, backup)
+            os.replace(tmp, dst_path)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(tmp, dst_path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return str(dst_path)

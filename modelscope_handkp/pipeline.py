@@ -1,0 +1,289 @@
+"""The ModelScope pipeline for ``Tasks.hand_2d_keypoints``: image -> hand boxes -> keypoints of ALL hands.
+
+Registered in ModelScope's ``PIPELINES`` (group ``hand-2d-keypoints``) as ``handkp-hand-2d-keypoints``
+and — when pai-easycv is not installed — as the published model's ``hrnetv2w18_hand-2d-keypoints_image``::
+
+    import modelscope_handkp                      # registers (see modelscope_handkp.compat)
+    from modelscope.outputs import OutputKeys
+    from modelscope.pipelines import pipeline
+    from modelscope.utils.constant import Tasks
+
+    hands = pipeline(Tasks.hand_2d_keypoints, model=MODEL_DIR)      # either kind of model directory
+    out = hands('photo.jpg')
+    out[OutputKeys.KEYPOINTS]   # float32 [N, 21, 3]: x, y (original image pixels), score
+    out[OutputKeys.BOXES]       # float32 [N, 4]: x1, y1, x2, y2 (original image pixels)
+    out[OutputKeys.SCORES]      # float32 [N]: detector scores, best first
+    out['rotations']            # float32 [N]: in-plane rotation of each hand crop (degrees; 0 for SSDLite)
+
+N may be 0 (shapes [0, 21, 3], [0, 4], [0]).  All hands of an image go through the keypoint network in
+one batched forward (flip test inside the same forward).
+
+Inputs: a file path, ``PIL.Image``, numpy array (**BGR**, ModelScope's convention — pass
+``input_color='rgb'`` for RGB arrays), or a list of these (returns a list; with ``batch_size=B`` the
+hands of B images share one forward).  See :mod:`modelscope_handkp.preprocessor`.
+
+Call-time options: ``boxes=[[x1, y1, x2, y2(, score)], ...]`` (skip detection; every box gives a hand, in
+the given order; for a list input they apply to every image), ``flip_test=`` (default from the model's
+``test_cfg``), ``score_threshold=`` (detector threshold, default from the model directory: 0.5 for the
+published model), ``input_color=``.
+
+Constructor options (``pipeline(..., detector=..., score_threshold=..., flip_test=..., input_color=...)``):
+``detector`` = a :class:`~modelscope_handkp.detection.base.HandDetector` instance, or ``'ssdlite'`` (the
+directory's files), ``'palm'``, ``'whole_image'``, ``'none'`` (boxes required) — overriding the model
+directory's choice.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from modelscope.outputs import OutputKeys
+from modelscope.pipelines.base import Pipeline
+
+from . import model_dir as md
+from .detection.base import Detections, HandDetector, WholeImage, as_detections
+from .preprocessor import HandImagePreprocessor, _check_color
+
+ROTATIONS = 'rotations'
+
+
+class NoDetectorError(ValueError):
+    """The model directory has no hand detector and no boxes were passed."""
+
+
+def empty_result(num_keypoints: int = 21) -> dict[str, np.ndarray]:
+    return {
+        OutputKeys.KEYPOINTS: np.zeros((0, num_keypoints, 3), np.float32),
+        OutputKeys.BOXES: np.zeros((0, 4), np.float32),
+        OutputKeys.SCORES: np.zeros((0, ), np.float32),
+        ROTATIONS: np.zeros((0, ), np.float32),
+    }
+
+
+def enclosing_boxes(boxes: np.ndarray, rotations: np.ndarray) -> np.ndarray:
+    """Axis-aligned x1, y1, x2, y2 boxes around boxes rotated about their centres (degrees)."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    rot = np.asarray(rotations, np.float32).reshape(-1)
+    if not np.any(rot):
+        return boxes.copy()
+    c = (boxes[:, :2] + boxes[:, 2:]) * np.float32(0.5)
+    half = (boxes[:, 2:] - boxes[:, :2]) * np.float32(0.5)
+    rad = np.deg2rad(rot.astype(np.float64))
+    cs, sn = np.abs(np.cos(rad)), np.abs(np.sin(rad))
+    hx = half[:, 0] * cs + half[:, 1] * sn
+    hy = half[:, 0] * sn + half[:, 1] * cs
+    ext = np.stack([hx, hy], axis=1).astype(np.float32)
+    return np.concatenate([c - ext, c + ext], axis=1).astype(np.float32)
+
+
+def build_detector(spec: md.DetectorSpec, where: str = 'the model directory') -> HandDetector | None:
+    """The detector a :class:`~modelscope_handkp.model_dir.DetectorSpec` asks for (None for ``'none'``)."""
+    if spec.type == 'none':
+        return None
+    if spec.type == 'whole_image':
+        return WholeImage()
+    if spec.type == 'palm':
+        try:
+            from .detection import build_palm_detector
+        except (ImportError, AttributeError) as e:
+            raise md.ModelDirError(
+                f"{where} asks for the palm detector (detector.type 'palm'), which this installation does not "
+                "provide yet; pass boxes= with detector='none', or use detector='ssdlite' / 'whole_image'.") from e
+        return build_palm_detector(variant=spec.variant)
+    if spec.type == 'ssdlite':
+        md.check_detector_files(spec, where)
+        try:
+            from .detection import build_hand_detector
+        except (ImportError, AttributeError) as e:
+            raise md.ModelDirError('the SSDLite hand detector is not available in this installation; pass boxes= '
+                                   "with detector='none', or use detector='whole_image'.") from e
+        config = spec.config_file
+        if str(config).endswith('.json'):
+            import json
+            with open(config, encoding='utf-8') as f:
+                config = json.load(f)
+        return build_hand_detector(config, spec.checkpoint)
+    raise md.ModelDirError(f'unknown detector type {spec.type!r}; use one of {md.DETECTOR_TYPES}.')
+
+
+class HandKeypointsPipeline(Pipeline):
+    """Hand 2D keypoints of every hand in an image (see the module documentation)."""
+
+    def __init__(self, model, preprocessor=None, detector=None, score_threshold: float | None = None,
+                 flip_test: bool | None = None, input_color: str = 'bgr', max_batch: int = 64, **kwargs):
+        from .modelscope_model import HandKeypointsModel
+        kwargs.pop('predictor_config', None)  # the published card's EasyCV predictor section
+        self.input_color = _check_color(input_color)
+        if preprocessor is None:
+            preprocessor = HandImagePreprocessor(None, input_color=self.input_color)
+        super().__init__(model=model, preprocessor=preprocessor, **kwargs)
+        if isinstance(self.model, str):  # ModelScope did not build it (e.g. no 'model' section): say why
+            self.model = HandKeypointsModel(self.model, device=self.device_name)
+            self.models = [self.model]
+        if not isinstance(self.model, HandKeypointsModel):
+            got = self.model if isinstance(self.model, str) else type(self.model).__name__
+            raise md.ModelDirError(
+                f'model {got!r} is not a hand keypoint model of modelscope_handkp; pass a model directory '
+                '(this plugin\'s format or the published EasyCV one) or a HandKeypointsModel.')
+        if isinstance(self.preprocessor, HandImagePreprocessor) and self.preprocessor.model_dir is None:
+            self.preprocessor.model_dir = self.model.model_dir
+        spec: md.ModelSpec = self.model.spec
+        where = os.path.join(spec.model_dir, md.CONFIG_FILE) if spec.model_dir else 'the model configuration'
+        det_spec = spec.detector
+        if isinstance(detector, HandDetector):
+            self.detector = detector
+        else:
+            if detector is not None:
+                det_cfg = {'type': detector} if isinstance(detector, str) else dict(detector)
+                if det_cfg.get('type') == 'ssdlite' and 'config_file' not in det_cfg:
+                    if spec.detector.type != 'ssdlite':
+                        raise md.ModelDirError(f"detector='ssdlite' needs detector files, but {where} names none; "
+                                               "pass detector={'type': 'ssdlite', 'config_file': ..., "
+                                               "'checkpoint': ...}.")
+                    det_spec = spec.detector
+                else:
+                    det_cfg.setdefault('score_threshold', spec.detector.score_threshold)
+                    det_spec = md.detector_spec({'detector': det_cfg, 'handkp': {}}, spec.model_dir,
+                                                md.FORMAT_HANDKP, 'the detector argument')
+            self.detector = build_detector(det_spec, where)
+        self.score_threshold = float(det_spec.score_threshold if score_threshold is None else score_threshold)
+        self.flip_test = self.model.flip_test if flip_test is None else bool(flip_test)
+        self.max_batch = max(1, int(max_batch))
+
+    # ------------------------------------------------------------------ ModelScope hooks
+    def _sanitize_parameters(self, boxes=None, flip_test=None, score_threshold=None, input_color=None,
+                             **unknown):
+        if unknown:
+            raise TypeError(f'unexpected argument(s) {sorted(unknown)} for the hand keypoint pipeline; accepted: '
+                            'boxes=, flip_test=, score_threshold=, input_color=, batch_size=.')
+        pre = {} if input_color is None else {'input_color': _check_color(input_color)}
+        fwd = {}
+        if boxes is not None:
+            fwd['boxes'] = boxes
+        if flip_test is not None:
+            fwd['flip_test'] = bool(flip_test)
+        if score_threshold is not None:
+            fwd['score_threshold'] = _check_threshold(score_threshold)
+        return pre, fwd, {}
+
+    def _check_input(self, input):
+        from PIL import Image
+        if not isinstance(input, (str, os.PathLike, np.ndarray, Image.Image, bytes)):
+            raise TypeError(f'unsupported image input of type {type(input).__name__}; pass a file path, a PIL.Image, '
+                            "a numpy array (H, W, 3) in BGR order (input_color='rgb' for RGB), or a list of these.")
+
+    def _collate_fn(self, data):
+        return data  # the image stays a numpy array; crops are made and moved to the device in forward()
+
+    def preprocess(self, inputs, **preprocess_params) -> dict[str, Any]:
+        return self.preprocessor(inputs, **preprocess_params)
+
+    def forward(self, inputs: dict[str, Any], boxes=None, flip_test: bool | None = None,
+                score_threshold: float | None = None) -> dict[str, Any]:
+        return self.forward_many([inputs], boxes=boxes, flip_test=flip_test, score_threshold=score_threshold)[0]
+
+    def postprocess(self, inputs: dict[str, Any], **post_params) -> dict[str, Any]:
+        return inputs
+
+    def _process_batch(self, input, batch_size, **kwargs):
+        pre = kwargs.get('preprocess_params') or {}
+        fwd = kwargs.get('forward_params') or {}
+        post = kwargs.get('postprocess_params') or {}
+        outputs = []
+        for start in range(0, len(input), batch_size):
+            chunk = input[start:start + batch_size]
+            for item in chunk:
+                self._check_input(item)
+            prepared = [self.preprocess(item, **pre) for item in chunk]
+            with torch.no_grad():
+                results = self.forward_many(prepared, **fwd)
+            outputs.extend(self.postprocess(r, **post) for r in results)
+        return outputs
+
+    # ------------------------------------------------------------------ the work
+    def detect(self, image_rgb: np.ndarray, boxes=None, score_threshold: float | None = None) -> Detections:
+        """Hands of one RGB image: the caller's ``boxes`` (checked) or the detector's, best first."""
+        h, w = image_rgb.shape[:2]
+        if boxes is not None:
+            dets = as_detections(boxes)
+            if len(dets):
+                b = dets.boxes
+                outside = (b[:, 2] <= 0) | (b[:, 3] <= 0) | (b[:, 0] >= w) | (b[:, 1] >= h)
+                if outside.any():
+                    i = int(np.flatnonzero(outside)[0])
+                    raise ValueError(
+                        f'box {i} {b[i].tolist()} lies entirely outside the {w}x{h} image; boxes are [x1, y1, x2, y2] '
+                        'in pixels of this image (not normalised, not of another image).')
+            return dets
+        if self.detector is None:
+            raise NoDetectorError('this model directory has no hand detector (detector.type "none"); pass '
+                                  "boxes=[[x1, y1, x2, y2], ...], or build the pipeline with detector='palm' / "
+                                  "'whole_image' / a HandDetector.")
+        thr = self.score_threshold if score_threshold is None else float(score_threshold)
+        dets = self.detector.detect_hands(image_rgb, score_thr=thr)
+        if not isinstance(dets, Detections):
+            dets = as_detections(dets)
+        keep = np.isfinite(dets.scores) & (dets.scores >= thr) & np.isfinite(dets.boxes).all(axis=1)
+        keep &= (dets.boxes[:, 2] > dets.boxes[:, 0]) & (dets.boxes[:, 3] > dets.boxes[:, 1])
+        dets = dets.take(np.flatnonzero(keep))
+        order = np.argsort(-dets.scores, kind='stable')
+        return dets.take(order)
+
+    def forward_many(self, inputs: list[dict[str, Any]], boxes=None, flip_test: bool | None = None,
+                     score_threshold: float | None = None) -> list[dict[str, Any]]:
+        """Preprocessed images -> one result dict each; the hands of all of them share batched forwards."""
+        from .transforms import box_to_center_scale, crop_to_tensor
+        model = self.model
+        flip = self.flip_test if flip_test is None else bool(flip_test)
+        size = tuple(model.input_size)
+        per_image = []
+        crops, centers, scales, rots = [], [], [], []
+        for item in inputs:
+            img = item['img']
+            dets = self.detect(img, boxes=boxes, score_threshold=score_threshold)
+            per_image.append(dets)
+            if len(dets) == 0:
+                continue
+            c, s = box_to_center_scale(dets.boxes, 'xyxy', image_size=size)
+            c, s = np.asarray(c, np.float32).reshape(-1, 2), np.asarray(s, np.float32).reshape(-1, 2)
+            r = dets.rotations.astype(np.float32)
+            crops.append(crop_to_tensor(img, c, s, image_size=size, rotations=r if np.any(r) else None))
+            centers.append(c)
+            scales.append(s)
+            rots.append(r)
+        total = sum(len(d) for d in per_image)
+        if total == 0:
+            return [empty_result(model.num_keypoints) for _ in inputs]
+        batch = torch.cat(crops, dim=0)
+        with torch.no_grad():
+            heatmaps = torch.cat([model.forward_heatmaps(batch[i:i + self.max_batch], flip_test=flip)
+                                  for i in range(0, total, self.max_batch)], dim=0)
+        centers, scales, rots = np.concatenate(centers), np.concatenate(scales), np.concatenate(rots)
+        keypoints = model.decode(heatmaps, centers, scales, rotations=rots if np.any(rots) else None)
+        results, at = [], 0
+        for dets in per_image:
+            n = len(dets)
+            if n == 0:
+                results.append(empty_result(model.num_keypoints))
+                continue
+            results.append({
+                OutputKeys.KEYPOINTS: np.ascontiguousarray(keypoints[at:at + n], dtype=np.float32),
+                OutputKeys.BOXES: enclosing_boxes(dets.boxes, dets.rotations),
+                OutputKeys.SCORES: dets.scores.astype(np.float32).copy(),
+                ROTATIONS: dets.rotations.astype(np.float32).copy(),
+            })
+            at += n
+        return results
+
+
+def _check_threshold(value) -> float:
+    try:
+        thr = float(value)
+    except (TypeError, ValueError):
+        thr = float('nan')
+    if not (0.0 <= thr <= 1.0):
+        raise ValueError(f'score_threshold must be a number in [0, 1], got {value!r}.')
+    return thr
+

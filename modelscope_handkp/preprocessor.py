@@ -1,0 +1,205 @@
+"""Image loading for the hand keypoint pipeline: any supported input -> one RGB uint8 array.
+
+Accepted inputs and colour order
+--------------------------------
+* ``str`` / ``os.PathLike``: an image file (JPEG, PNG, BMP, TIFF, WebP, ... as OpenCV reads them), or an
+  ``http(s)://`` URL (read through ModelScope's file layer — the only case that touches the network).
+  Decoded with OpenCV (EXIF orientation applied; grayscale -> 3 channels; alpha dropped; 16-bit scaled
+  to 8-bit).  Truncated JPEGs, empty files and non-image files raise :class:`ImageReadError`.
+* ``PIL.Image.Image``: converted to RGB (``L``, ``RGBA``, ``P``, ``I;16``, ``I``, ``F`` handled).
+* ``numpy.ndarray`` (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); uint8, uint16 (scaled >> 8) or float
+  (values in [0, 1] are scaled by 255).  **Colour order: BGR by default**, ModelScope's convention for
+  numpy images (what ``cv2.imread`` returns; ModelScope's own ``LoadImage.convert_to_ndarray`` flips
+  numpy input from BGR to RGB).  Pass ``input_color='rgb'`` (to the pipeline constructor or call) for
+  RGB arrays, e.g. from PIL/imageio/matplotlib.  4-channel arrays are BGRA (or RGBA with
+  ``input_color='rgb'``); the alpha channel is dropped.
+
+Images above :data:`MAX_PIXELS` are refused with a clear message (memory); a 12000 x 9000 photo
+(108 MP) is fine: it is decoded once and converted to RGB in place.
+"""
+from __future__ import annotations
+
+import io
+import os
+from typing import Any
+
+import cv2
+import numpy as np
+from modelscope.preprocessors.base import Preprocessor
+
+MAX_PIXELS = 1 << 28  # 268 MP: ~0.8 GB as RGB uint8
+COLOR_ORDERS = ('bgr', 'rgb')
+
+
+class ImageReadError(ValueError):
+    """An input image cannot be used; the message says why and what to do."""
+
+
+def _check_color(input_color: str) -> str:
+    c = str(input_color).lower()
+    if c not in COLOR_ORDERS:
+        raise ValueError(f"input_color must be 'bgr' (ModelScope's numpy convention, what cv2.imread returns) "
+                         f"or 'rgb', got {input_color!r}.")
+    return c
+
+
+def _check_size(h: int, w: int, what: str) -> None:
+    if h < 1 or w < 1:
+        raise ImageReadError(f'{what} has no pixels (size {w}x{h}); pass a non-empty image.')
+    if h * w > MAX_PIXELS:
+        raise ImageReadError(f'{what} is {w}x{h} = {h * w / 1e6:.0f} megapixels, more than the '
+                             f'{MAX_PIXELS / 1e6:.0f} MP this pipeline accepts (memory); downscale it first.')
+
+
+def _jpeg_truncated(data: bytes) -> bool:
+    """A JPEG whose last scan is not followed by an end-of-image marker."""
+    if not data.startswith(b'\xff\xd8'):
+        return False
+    sos = data.rfind(b'\xff\xda')
+    return sos < 0 or data.find(b'\xff\xd9', sos) < 0
+
+
+def _header_size(data: bytes):
+    """(w, h) from a PNG/JPEG header without decoding, or None."""
+    if data.startswith(b'\x89PNG\r\n\x1a\n') and len(data) >= 24:
+        return int.from_bytes(data[16:20], 'big'), int.from_bytes(data[20:24], 'big')
+    return None
+
+
+def decode_image_bytes(data: bytes, what: str) -> np.ndarray:
+    """Encoded image bytes -> RGB uint8 (H, W, 3)."""
+    if len(data) == 0:
+        raise ImageReadError(f'{what} is empty (0 bytes); pass a complete image file.')
+    size = _header_size(data)
+    if size is not None:
+        _check_size(size[1], size[0], what)
+    if _jpeg_truncated(data):
+        raise ImageReadError(f'{what} is a truncated JPEG (its end-of-image marker is missing); the file was not '
+                             'written or downloaded completely — get the complete file.')
+    buf = np.frombuffer(data, dtype=np.uint8)
+    try:
+        img = cv2.imdecode(buf, cv2.IMREAD_COLOR)  # EXIF orientation, gray -> BGR, alpha dropped, 16 -> 8 bit
+    except cv2.error as e:
+        raise ImageReadError(f'{what} cannot be decoded by OpenCV ({str(e).strip().splitlines()[-1]}); '
+                             'pass a JPEG/PNG/BMP/TIFF/WebP image.') from e
+    if img is None:
+        head = data[:16]
+        kind = 'text' if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else 'not an image OpenCV can read'
+        raise ImageReadError(f'{what} is not a readable image ({kind}; first bytes {head[:8]!r}); pass a '
+                             'JPEG/PNG/BMP/TIFF/WebP image file.')
+    _check_size(img.shape[0], img.shape[1], what)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)
+
+
+def read_image_file(path) -> np.ndarray:
+    """An image file (or http(s) URL) -> RGB uint8 (H, W, 3)."""
+    spath = os.fspath(path)
+    if isinstance(spath, bytes):
+        spath = spath.decode()
+    if spath.startswith(('http://', 'https://', 'oss://')):
+        from modelscope.fileio import File
+        try:
+            data = File.read(spath)
+        except Exception as e:  # network errors of all kinds
+            raise ImageReadError(f'cannot download image {spath}: {e}; check the URL or pass a local file.') from e
+        return decode_image_bytes(data, f'image {spath}')
+    if not os.path.exists(spath):
+        raise FileNotFoundError(f'image file {spath!r} does not exist; pass the path of an existing image file, a '
+                                'PIL.Image or a numpy array.')
+    if os.path.isdir(spath):
+        raise ImageReadError(f'{spath!r} is a directory, not an image; pass image files (for folders use a list '
+                             'of paths, or the modelscope-handkp CLI).')
+    with open(spath, 'rb') as f:
+        data = f.read()
+    return decode_image_bytes(data, f'image file {spath!r}')
+
+
+def _to_uint8(arr: np.ndarray, what: str) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.uint16:
+        return (arr >> 8).astype(np.uint8)
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * np.uint8(255)
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise ImageReadError(f'{what} contains NaN or infinite values; pass finite pixel values.')
+        scale = 255.0 if arr.size and float(arr.max()) <= 1.0 else 1.0
+        return np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.integer):
+        hi = int(arr.max()) if arr.size else 0
+        if int(arr.min(initial=0)) < 0 or hi > 65535:
+            raise ImageReadError(f'{what} has integer values outside [0, 65535]; pass uint8 pixel values.')
+        return (arr >> 8).astype(np.uint8) if hi > 255 else arr.astype(np.uint8)
+    raise ImageReadError(f'{what} has dtype {arr.dtype}; pass uint8 (or uint16 / float in [0, 1]) pixels.')
+
+
+def array_to_rgb(arr: np.ndarray, input_color: str = 'bgr', what: str = 'the numpy image') -> np.ndarray:
+    """A numpy image in ``input_color`` order -> RGB uint8 (H, W, 3) (a new array)."""
+    color = _check_color(input_color)
+    a = np.asarray(arr)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+        raise ImageReadError(f'{what} has shape {a.shape}; pass (H, W), (H, W, 3) or (H, W, 4) pixels '
+                             '(for a batch, pass a list of images).')
+    _check_size(a.shape[0], a.shape[1], what)
+    a = _to_uint8(a, what)
+    if a.ndim == 2:
+        return cv2.cvtColor(a, cv2.COLOR_GRAY2RGB)
+    if a.shape[2] == 4:
+        a = a[:, :, :3]
+    if color == 'bgr':
+        return cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_BGR2RGB)
+    return np.array(a, dtype=np.uint8, order='C', copy=True)
+
+
+def pil_to_rgb(img) -> np.ndarray:
+    """A PIL image of any mode -> RGB uint8 (H, W, 3)."""
+    w, h = img.size
+    _check_size(h, w, 'the PIL image')
+    if img.mode in ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I', 'F'):
+        return array_to_rgb(np.asarray(img), 'rgb', 'the PIL image')
+    if img.mode != 'RGB':
+        img = img.convert('RGB')
+    return np.array(img, dtype=np.uint8)
+
+
+def load_rgb(data, input_color: str = 'bgr') -> np.ndarray:
+    """Any supported input (see module doc) -> RGB uint8 (H, W, 3)."""
+    if isinstance(data, (str, os.PathLike)):
+        return read_image_file(data)
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return decode_image_bytes(bytes(data), 'the image bytes')
+    if isinstance(data, np.ndarray):
+        return array_to_rgb(data, input_color)
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover
+        Image = None
+    if Image is not None and isinstance(data, Image.Image):
+        return pil_to_rgb(data)
+    if isinstance(data, io.IOBase):
+        return decode_image_bytes(data.read(), 'the image stream')
+    if hasattr(data, 'detach') and hasattr(data, 'cpu'):
+        raise TypeError('torch tensors are not accepted as images; pass a numpy array (H, W, 3) BGR uint8 (or '
+                        "input_color='rgb'), a PIL.Image or a file path.")
+    raise TypeError(f'unsupported image input of type {type(data).__name__}; pass a file path, a PIL.Image, a numpy '
+                    'array (H, W, 3) in BGR order (or RGB with input_color=\'rgb\'), or a list of these.')
+
+
+class HandImagePreprocessor(Preprocessor):
+    """ModelScope preprocessor: image input -> ``{'img': RGB uint8 (H, W, 3), 'ori_shape': (H, W),
+    'filename': path or None}``.  Registered as ``handkp-hand-image`` (group ``cv``)."""
+
+    def __init__(self, model_dir: str | None = None, input_color: str = 'bgr', mode: str = 'inference', **kwargs):
+        super().__init__(mode=mode)
+        self.model_dir = model_dir
+        self.input_color = _check_color(input_color)
+
+    def __call__(self, data, input_color: str | None = None) -> dict[str, Any]:
+        if isinstance(data, dict) and ('img' in data or 'image' in data):
+            data = data.get('img', data.get('image'))
+        img = load_rgb(data, input_color or self.input_color)
+        return {'img': img, 'ori_shape': img.shape[:2],
+                'filename': os.fspath(data) if isinstance(data, (str, os.PathLike)) else None}

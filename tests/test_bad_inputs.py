@@ -1,0 +1,305 @@
+"""Bad input never crashes or hangs: each case gives a correct result or an exception whose message says
+what is wrong and what to do.  The corpus is generated here (tmp_path)."""
+from __future__ import annotations
+
+import json
+import shutil
+import tracemalloc
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from modelscope.outputs import OutputKeys
+from modelscope.pipelines import pipeline
+from modelscope.utils.constant import Tasks
+from PIL import Image
+
+from modelscope_handkp import model_dir as md
+from modelscope_handkp.preprocessor import ImageReadError
+
+from test_model_dir import official_dir, tiny_dir  # noqa: F401  (session fixtures)
+
+TASK = Tasks.hand_2d_keypoints
+
+
+@pytest.fixture(scope='module')
+def tiny(tiny_dir):
+    """Tiny HRNet, whole-image detector: every readable image gives exactly one hand."""
+    return pipeline(TASK, model=str(tiny_dir))
+
+
+@pytest.fixture(scope='module')
+def photo():
+    """A real photo-like BGR image (a gradient with structure) for the conversions."""
+    y, x = np.mgrid[0:120, 0:160]
+    img = np.stack([(x * 1.5) % 256, (y * 2) % 256, ((x + y) * 3) % 256], axis=-1).astype(np.uint8)
+    cv2.circle(img, (80, 60), 30, (255, 255, 255), -1)
+    return img
+
+
+def one_hand(out, w, h):
+    kp = out[OutputKeys.KEYPOINTS]
+    assert kp.shape == (1, 21, 3) and kp.dtype == np.float32 and np.isfinite(kp).all()
+    np.testing.assert_array_equal(out[OutputKeys.BOXES], [[0, 0, w, h]])
+    return kp
+
+
+# ----------------------------------------------------------------------------- image files
+def test_missing_file(tiny, tmp_path):
+    with pytest.raises(FileNotFoundError, match='does not exist; pass the path of an existing image'):
+        tiny(str(tmp_path / 'nope.jpg'))
+
+
+def test_empty_file(tiny, tmp_path):
+    (tmp_path / 'empty.jpg').write_bytes(b'')
+    with pytest.raises(ImageReadError, match=r'is empty \(0 bytes\); pass a complete image file'):
+        tiny(str(tmp_path / 'empty.jpg'))
+
+
+def test_truncated_jpeg(tiny, tmp_path, photo):
+    data = cv2.imencode('.jpg', photo)[1].tobytes()
+    (tmp_path / 'cut.jpg').write_bytes(data[:len(data) // 2])
+    with pytest.raises(ImageReadError, match='truncated JPEG .* get the complete file'):
+        tiny(str(tmp_path / 'cut.jpg'))
+    (tmp_path / 'header_only.jpg').write_bytes(data[:20])
+    with pytest.raises(ImageReadError, match='truncated JPEG|not a readable image'):
+        tiny(str(tmp_path / 'header_only.jpg'))
+
+
+def test_text_named_jpg(tiny, tmp_path):
+    (tmp_path / 'notes.jpg').write_text('this is not an image\n')
+    with pytest.raises(ImageReadError, match=r'not a readable image \(text.*pass a JPEG/PNG'):
+        tiny(str(tmp_path / 'notes.jpg'))
+
+
+def test_directory_instead_of_image(tiny, tmp_path):
+    with pytest.raises(ImageReadError, match='is a directory, not an image'):
+        tiny(str(tmp_path))
+
+
+def test_grayscale_png(tiny, tmp_path, photo):
+    gray = cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY)
+    cv2.imwrite(str(tmp_path / 'gray.png'), gray)
+    kp = one_hand(tiny(str(tmp_path / 'gray.png')), 160, 120)
+    expect = tiny(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR))[OutputKeys.KEYPOINTS]
+    np.testing.assert_array_equal(kp, expect)
+    np.testing.assert_array_equal(tiny(gray)[OutputKeys.KEYPOINTS], expect)  # a 2-D numpy array too
+    np.testing.assert_array_equal(tiny(Image.fromarray(gray))[OutputKeys.KEYPOINTS], expect)  # PIL mode L
+
+
+def test_rgba_png(tiny, tmp_path, photo):
+    bgra = np.concatenate([photo, np.full(photo.shape[:2] + (1, ), 77, np.uint8)], axis=2)
+    cv2.imwrite(str(tmp_path / 'rgba.png'), bgra)
+    expect = tiny(photo)[OutputKeys.KEYPOINTS]
+    np.testing.assert_array_equal(one_hand(tiny(str(tmp_path / 'rgba.png')), 160, 120), expect)  # alpha dropped
+    np.testing.assert_array_equal(tiny(bgra)[OutputKeys.KEYPOINTS], expect)
+    rgba = Image.fromarray(cv2.cvtColor(bgra, cv2.COLOR_BGRA2RGBA), 'RGBA')
+    np.testing.assert_array_equal(tiny(rgba)[OutputKeys.KEYPOINTS], expect)
+
+
+def test_16bit_png(tiny, tmp_path, photo):
+    deep = photo.astype(np.uint16) * np.uint16(257)  # 0..65535, the same picture
+    cv2.imwrite(str(tmp_path / 'deep.png'), deep)
+    assert cv2.imread(str(tmp_path / 'deep.png'), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    expect = tiny(photo)[OutputKeys.KEYPOINTS]
+    np.testing.assert_array_equal(one_hand(tiny(str(tmp_path / 'deep.png')), 160, 120), expect)
+    np.testing.assert_array_equal(tiny(deep)[OutputKeys.KEYPOINTS], expect)
+    gray16 = Image.fromarray(cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY).astype(np.uint16) * 257)
+    assert gray16.mode.startswith('I;16') or gray16.mode == 'I'
+    np.testing.assert_array_equal(tiny(gray16)[OutputKeys.KEYPOINTS],
+                                  tiny(cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY))[OutputKeys.KEYPOINTS])
+
+
+def test_one_pixel_image(tiny, tmp_path):
+    cv2.imwrite(str(tmp_path / 'dot.png'), np.full((1, 1, 3), 200, np.uint8))
+    one_hand(tiny(str(tmp_path / 'dot.png')), 1, 1)
+
+
+def test_all_black_image(tiny, tmp_path):
+    cv2.imwrite(str(tmp_path / 'black.jpg'), np.zeros((90, 70, 3), np.uint8))
+    kp = one_hand(tiny(str(tmp_path / 'black.jpg')), 70, 90)
+    # a black image is a constant crop: the same keypoints as any other constant-black input
+    np.testing.assert_array_equal(kp, tiny(np.zeros((90, 70, 3), np.uint8))[OutputKeys.KEYPOINTS])
+
+
+def test_huge_image_keeps_memory_sane(tiny, tmp_path):
+    path = tmp_path / 'huge.jpg'
+    big = np.zeros((9000, 12000, 3), np.uint8)
+    big[4000:5000, 5000:7000] = (40, 180, 90)
+    assert cv2.imwrite(str(path), big)
+    del big
+    tracemalloc.start()
+    try:
+        out = tiny(str(path))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    one_hand(out, 12000, 9000)
+    image_bytes = 9000 * 12000 * 3
+    assert peak < 1.6 * image_bytes, f'peak {peak / 1e6:.0f} MB for a {image_bytes / 1e6:.0f} MB image'
+
+
+def test_too_many_pixels_is_refused_before_decoding(tiny, tmp_path, monkeypatch):
+    import modelscope_handkp.preprocessor as pre
+    monkeypatch.setattr(pre, 'MAX_PIXELS', 100 * 100)
+    cv2.imwrite(str(tmp_path / 'big.png'), np.zeros((200, 300, 3), np.uint8))
+    with pytest.raises(ImageReadError, match='megapixels, more than .* downscale it first'):
+        tiny(str(tmp_path / 'big.png'))
+
+
+def test_bad_numpy_and_other_objects(tiny):
+    with pytest.raises(ImageReadError, match=r'has shape \(2, 3, 4, 3\)'):
+        tiny(np.zeros((2, 3, 4, 3), np.uint8))
+    with pytest.raises(ImageReadError, match='has no pixels'):
+        tiny(np.zeros((0, 5, 3), np.uint8))
+    with pytest.raises(ImageReadError, match='NaN or infinite'):
+        tiny(np.full((4, 4, 3), np.nan, np.float32))
+    with pytest.raises(TypeError, match='unsupported image input of type dict'):
+        tiny({'not': 'an image'})
+    with pytest.raises(TypeError, match='unsupported image input of type NoneType'):
+        tiny(None)
+    # float images in [0, 1] are scaled, not rejected
+    f = np.random.default_rng(0).random((30, 40, 3)).astype(np.float32)
+    np.testing.assert_array_equal(tiny(f)[OutputKeys.KEYPOINTS],
+                                  tiny(np.rint(f * 255).astype(np.uint8))[OutputKeys.KEYPOINTS])
+
+
+# ----------------------------------------------------------------------------- user boxes
+def test_boxes_with_nan(tiny, photo):
+    with pytest.raises(ValueError, match='NaN or infinite'):
+        tiny(photo, boxes=[[10, 10, float('nan'), 50]])
+
+
+def test_boxes_with_negative_size(tiny, photo):
+    with pytest.raises(ValueError, match=r'zero or negative size.*x2 > x1.*convert \[x, y, w, h\]'):
+        tiny(photo, boxes=[[50, 10, 20, 60]])
+
+
+def test_boxes_outside_the_image(tiny, photo):
+    with pytest.raises(ValueError, match=r'box 1 .* lies entirely outside the 160x120 image'):
+        tiny(photo, boxes=[[10, 10, 50, 50], [500, 500, 600, 600]])
+    with pytest.raises(ValueError, match='entirely outside'):
+        tiny(photo, boxes=[[-50, -50, -10, -10]])
+    out = tiny(photo, boxes=[[-20, -20, 40, 40], [100, 80, 220, 200]])  # partly outside: fine
+    assert out[OutputKeys.KEYPOINTS].shape == (2, 21, 3) and np.isfinite(out[OutputKeys.KEYPOINTS]).all()
+
+
+def test_boxes_of_the_wrong_shape(tiny, photo):
+    with pytest.raises(ValueError, match=r'boxes must be a list of \[x1, y1, x2, y2\]'):
+        tiny(photo, boxes=[[1, 2, 3]])
+
+
+# ----------------------------------------------------------------------------- model directories
+def test_directory_without_weights(tmp_path, tiny_dir):
+    d = tmp_path / 'noweights'
+    d.mkdir()
+    shutil.copyfile(tiny_dir / 'configuration.json', d / 'configuration.json')
+    with pytest.raises(md.MissingWeightsError, match='has no weights: pytorch_model.pt is missing. Copy the checkpoint'):
+        pipeline(TASK, model=str(d))
+    (d / 'pytorch_model.pt').write_bytes(b'')
+    with pytest.raises(md.MissingWeightsError, match='is empty'):
+        pipeline(TASK, model=str(d))
+
+
+def test_directory_without_configuration(tmp_path):
+    d = tmp_path / 'weights_only'
+    d.mkdir()
+    torch.save({}, d / 'pytorch_model.pt')
+    with pytest.raises(md.ModelDirError, match='does not exist|no configuration.json'):
+        pipeline(TASK, model=str(d))
+    with pytest.raises(md.ModelDirError, match='does not exist'):
+        pipeline(TASK, model=str(tmp_path / 'missing_dir'))
+
+
+def test_checkpoint_of_the_wrong_architecture(tmp_path, tiny_dir, official_dir):
+    d = tmp_path / 'wrong'
+    shutil.copytree(tiny_dir, d)
+    shutil.copyfile(official_dir / 'pytorch_model.pt', d / 'pytorch_model.pt')  # w18 weights, tiny config
+    with pytest.raises(md.ModelDirError, match='does not fit this model architecture.*keys with the wrong shape'):
+        pipeline(TASK, model=str(d))
+    shutil.copyfile(official_dir / 'detection' / 'detection_model.pth', d / 'pytorch_model.pt')  # a detector
+    with pytest.raises(md.ModelDirError, match='missing keys: backbone'):
+        pipeline(TASK, model=str(d))
+    (d / 'pytorch_model.pt').write_bytes(b'PK\x03\x04 not really a checkpoint')
+    with pytest.raises(md.ModelDirError, match='cannot be read'):
+        pipeline(TASK, model=str(d))
+
+
+def _with_config(tmp_path, src, name, edit):
+    d = tmp_path / name
+    shutil.copytree(src, d)
+    cfg = json.loads((d / 'configuration.json').read_text())
+    edit(cfg)
+    (d / 'configuration.json').write_text(json.dumps(cfg))
+    return d
+
+
+@pytest.mark.parametrize('name, edit, message', [
+    ('no_model', lambda c: c.pop('model'), "no 'model' section|missing the key 'model'"),
+    ('no_backbone', lambda c: c['model'].pop('backbone'), "missing the key 'backbone'"),
+    ('no_head', lambda c: c['model'].pop('keypoint_head'), "missing the key 'keypoint_head'"),
+    ('no_task', lambda c: c.pop('task'), "missing the key 'task'; add \"task\": \"hand-2d-keypoints\""),
+    ('no_framework', lambda c: c.pop('framework'), "missing the key 'framework'"),
+    ('no_pipeline', lambda c: c.pop('pipeline'), "missing the key 'pipeline'.*add \"pipeline\""),
+    ('bad_kernel', lambda c: c['model']['test_cfg'].update(modulate_kernel=4), 'positive odd integer'),
+    ('bad_detector', lambda c: c.update(detector={'type': 'yolo'}), 'detector.type'),
+])
+def test_configuration_with_missing_keys(tmp_path, tiny_dir, name, edit, message):
+    d = _with_config(tmp_path, tiny_dir, name, edit)
+    with pytest.raises(md.ModelDirError, match=message):
+        pipeline(TASK, model=str(d))
+
+
+@pytest.mark.parametrize('name, edit, message', [
+    ('no_detection', lambda c: c['DETECTION'].pop('model_path'), "DETECTION is missing the key 'model_path'"),
+    ('no_data_cfg_is_fine', lambda c: c.pop('data_cfg'), None),
+])
+def test_published_configuration_with_missing_keys(tmp_path, official_dir, name, edit, message):
+    d = _with_config(tmp_path, official_dir, name, edit)
+    if message is None:  # defaults: 256x256 input, 64x64 heatmaps
+        assert pipeline(TASK, model=str(d)).model.input_size == (256, 256)
+    else:
+        with pytest.raises(md.ModelDirError, match=message):
+            pipeline(TASK, model=str(d))
+
+
+def test_broken_configuration_files(tmp_path, tiny_dir):
+    d = tmp_path / 'broken'
+    shutil.copytree(tiny_dir, d)
+    (d / 'configuration.json').write_text('{"task": "hand-2d-keypoints", ')
+    with pytest.raises(md.ModelDirError, match=r'is not valid JSON \(line 1'):
+        pipeline(TASK, model=str(d))
+    (d / 'configuration.json').write_text('')
+    with pytest.raises(md.ModelDirError, match='is empty; restore it'):
+        pipeline(TASK, model=str(d))
+
+
+def test_missing_detector_files(tmp_path, official_dir):
+    d = tmp_path / 'nodet'
+    shutil.copytree(official_dir, d)
+    (d / 'detection' / 'detection_model.pth').unlink()
+    with pytest.raises(md.ModelDirError, match="detector weights file .* does not exist.*detector='none'"):
+        pipeline(TASK, model=str(d))
+    p = pipeline(TASK, model=str(d), detector='none')  # works with the caller's boxes
+    out = p(np.zeros((64, 64, 3), np.uint8), boxes=[[8, 8, 56, 56]], flip_test=False)
+    assert out[OutputKeys.KEYPOINTS].shape == (1, 21, 3)
+
+
+def test_detector_config_with_code_is_refused(tmp_path, official_dir):
+    d = tmp_path / 'codecfg'
+    shutil.copytree(official_dir, d)
+    marker = tmp_path / 'EXECUTED'
+    cfg_py = d / 'detection' / 'config.py'
+    cfg_py.write_text(f'import os\nos.system("touch {marker}")\n' + cfg_py.read_text())
+    with pytest.raises(Exception, match='config|import') as info:
+        pipeline(TASK, model=str(d))
+    assert 'config.py' in str(info.value)
+    assert not marker.exists()
+
+
+def test_wrong_task_in_configuration(tmp_path, tiny_dir):
+    d = _with_config(tmp_path, tiny_dir, 'wrong_task', lambda c: c.update(task='image-classification'))
+    with pytest.raises(md.ModelDirError, match="is for task 'image-classification'"):
+        pipeline(TASK, model=str(d))
+
