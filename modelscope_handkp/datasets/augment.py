@@ -1,0 +1,191 @@
+"""Top-down training/evaluation sample preparation for hand keypoints.
+
+One object, :class:`TopDownAugmentation`, does what EasyCV's (mmpose 0.x) pipeline
+``TopDownRandomFlip -> TopDownGetRandomScaleRotation -> TopDownAffine -> MMToTensor ->
+NormalizeTensor -> TopDownGenerateTarget`` does, with the same random-number semantics:
+
+* flip with probability ``flip_prob`` (``rand <= p``).  Hands have no left/right keypoint
+  pairs, so only the image and the x coordinates are mirrored (x -> W - 1 - x, and the box
+  centre likewise);
+* scale factor ``s = clip(randn * sf + 1, 1 - sf, 1 + sf)``;
+* rotation ``r = clip(randn * rf, -2 rf, 2 rf)`` if ``rand <= rot_prob`` else 0 (degrees);
+* one affine warp (``cv2.warpAffine``, bilinear, black border) of the RGB image to the input
+  size; the flip is folded into the warp matrix, so the full image is never copied;
+* ``/255`` and mean/std normalisation;
+* Gaussian heatmap targets and target weights from :class:`modelscope_handkp.codec.HeatmapCodec`.
+
+Random numbers come from a ``numpy.random.Generator`` the caller passes (the dataset derives it
+from ``(seed, epoch, index)``), so a sample is the same whatever the worker, the process or a
+resume.  Everything is vectorised: keypoints go through one matrix product, targets through
+one codec call.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from ..codec import HeatmapCodec
+from ..transforms import IMAGENET_MEAN, IMAGENET_STD, get_affine_matrices
+
+# EasyCV pipeline steps this module implements (anything else in a config is an error, not a
+# silent no-op).  ``TopDownHalfBodyTransform`` needs body joints and does nothing for hands.
+_NOOP_STEPS = {'MMToTensor', 'ToTensor', 'PoseCollect', 'Collect', 'LoadImageFromFile', 'TopDownHalfBodyTransform'}
+_KNOWN_STEPS = _NOOP_STEPS | {
+    'TopDownRandomFlip', 'TopDownGetRandomScaleRotation', 'TopDownAffine', 'NormalizeTensor', 'TopDownGenerateTarget'
+}
+
+
+def _as_pair(v, name) -> tuple[int, int]:
+    if isinstance(v, (int, np.integer)):
+        return int(v), int(v)
+    if isinstance(v, Sequence) and len(v) == 2:
+        return int(v[0]), int(v[1])
+    raise ValueError(f'{name} must be an int or a (w, h) pair, got {v!r}')
+
+
+class TopDownAugmentation:
+    """Crop, augment, normalise and encode one hand.
+
+    Args:
+        image_size: network input (w, h).
+        heatmap_size: heatmap (w, h); defaults to image_size / 4.
+        train: apply the random flip / scale / rotation and produce targets.
+        flip_prob, scale_factor, rot_factor, rot_prob: EasyCV augmentation parameters
+            (0.5, 0.25, 30 degrees, 0.6 in the published configuration).
+        sigma: Gaussian sigma of the targets in heatmap pixels.
+        unbiased_encoding: sub-pixel Gaussian centres (DARK) instead of integer ones.
+        zero_outside: also give weight 0 to keypoints whose centre falls off the heatmap; the
+            original (``False``) only zeroes keypoints whose whole 6-sigma window is outside.
+        mean, std: normalisation of the [0, 1] RGB image.
+    """
+
+    def __init__(self, image_size=(256, 256), heatmap_size=None, train: bool = True, flip_prob: float = 0.5,
+                 scale_factor: float = 0.25, rot_factor: float = 30.0, rot_prob: float = 0.6, sigma: float = 2.0,
+                 unbiased_encoding: bool = False, zero_outside: bool = False, mean=IMAGENET_MEAN,
+                 std=IMAGENET_STD):
+        self.image_size = _as_pair(image_size, 'image_size')
+        self.heatmap_size = (_as_pair(heatmap_size, 'heatmap_size') if heatmap_size is not None else
+                             (self.image_size[0] // 4, self.image_size[1] // 4))
+        self.train = bool(train)
+        self.flip_prob = float(flip_prob)
+        self.scale_factor = float(scale_factor)
+        self.rot_factor = float(rot_factor)
+        self.rot_prob = float(rot_prob)
+        self.mean = np.asarray(mean, dtype=np.float32).reshape(1, 1, 3)
+        self.std = np.asarray(std, dtype=np.float32).reshape(1, 1, 3)
+        if np.any(self.std <= 0):
+            raise ValueError(f'normalisation std must be positive, got {std!r}')
+        self.codec = HeatmapCodec(input_size=self.image_size, heatmap_size=self.heatmap_size, sigma=sigma,
+                                  unbiased_encoding=unbiased_encoding, zero_outside=zero_outside)
+
+    def __repr__(self):
+        return (f'TopDownAugmentation(image_size={self.image_size}, heatmap_size={self.heatmap_size}, '
+                f'train={self.train}, flip_prob={self.flip_prob}, scale_factor={self.scale_factor}, '
+                f'rot_factor={self.rot_factor}, rot_prob={self.rot_prob}, codec={self.codec!r})')
+
+    # ------------------------------------------------------------------ config
+    @classmethod
+    def from_pipeline(cls, pipeline, image_size=(256, 256), heatmap_size=None, train: bool = True):
+        """Build from an EasyCV ``pipeline`` list (the ``dataset.train.pipeline`` of the config).
+
+        Parameters missing from the list take EasyCV's defaults for that step; a step that is
+        absent is switched off (e.g. no ``TopDownRandomFlip`` -> ``flip_prob = 0``).
+        """
+        kw: dict = dict(image_size=image_size, heatmap_size=heatmap_size, train=train, flip_prob=0.0,
+                        scale_factor=0.0, rot_factor=0.0, rot_prob=0.0)
+        for i, step in enumerate(pipeline or []):
+            if not isinstance(step, Mapping) or 'type' not in step:
+                raise ValueError(f'pipeline[{i}] must be a dict with a "type", got {step!r}')
+            t = step['type']
+            if t not in _KNOWN_STEPS:
+                raise ValueError(f'pipeline step {t!r} (pipeline[{i}]) is not supported by modelscope_handkp; '
+                                 f'supported steps: {sorted(_KNOWN_STEPS)}. Remove it or replace it.')
+            if t == 'TopDownRandomFlip':
+                kw['flip_prob'] = float(step.get('flip_prob', 0.5))
+            elif t == 'TopDownGetRandomScaleRotation':
+                kw['rot_factor'] = float(step.get('rot_factor', 40))
+                kw['scale_factor'] = float(step.get('scale_factor', 0.5))
+                kw['rot_prob'] = float(step.get('rot_prob', 0.6))
+            elif t == 'TopDownAffine':
+                if step.get('use_udp', False):
+                    raise ValueError('TopDownAffine(use_udp=True) is not supported; the hand models use '
+                                     'use_udp=False.')
+            elif t == 'NormalizeTensor':
+                kw['mean'] = step.get('mean', IMAGENET_MEAN)
+                kw['std'] = step.get('std', IMAGENET_STD)
+            elif t == 'TopDownGenerateTarget':
+                target_type = step.get('target_type', 'GaussianHeatmap')
+                if target_type not in ('GaussianHeatmap', 'GaussianHeatMap'):
+                    raise ValueError(f'TopDownGenerateTarget target_type {target_type!r} is not supported; '
+                                     "only 'GaussianHeatmap'.")
+                if step.get('encoding', 'MSRA') not in ('MSRA', ):
+                    raise ValueError(f"TopDownGenerateTarget encoding {step.get('encoding')!r} is not supported; "
+                                     "only 'MSRA' (with or without unbiased_encoding).")
+                kw['sigma'] = float(step.get('sigma', 2))
+                kw['unbiased_encoding'] = bool(step.get('unbiased_encoding', False))
+                kw['zero_outside'] = bool(step.get('zero_outside', False))
+        return cls(**kw)
+
+    # ------------------------------------------------------------------ randomness
+    def random_params(self, rng: np.random.Generator, n: int = 1):
+        """(flip bool [n], scale factor float32 [n], rotation deg float32 [n]) drawn with EasyCV's
+        semantics; in eval mode no flip, factor 1 and rotation 0."""
+        if not self.train:
+            return np.zeros(n, bool), np.ones(n, np.float32), np.zeros(n, np.float32)
+        u = rng.random((n, 4))  # one draw per decision, so n and the order never change the others
+        z = rng.standard_normal((n, 2))
+        flip = u[:, 0] <= self.flip_prob if self.flip_prob > 0 else np.zeros(n, bool)
+        sf, rf = self.scale_factor, self.rot_factor
+        s = np.clip(z[:, 0] * sf + 1.0, 1.0 - sf, 1.0 + sf)
+        r = np.clip(z[:, 1] * rf, -2.0 * rf, 2.0 * rf)
+        r = np.where(u[:, 1] <= self.rot_prob, r, 0.0)
+        return flip, s.astype(np.float32), r.astype(np.float32)
+
+    # ------------------------------------------------------------------ geometry
+    def crop_matrix(self, image_width: int, center, scale, flip: bool, scale_factor: float, rotation: float):
+        """float64 [2, 3] matrix original image -> crop, the optional flip folded in."""
+        c = np.asarray(center, np.float32).copy()
+        if flip:
+            c[0] = image_width - c[0] - 1
+        s = np.asarray(scale, np.float32) * np.float32(scale_factor)
+        m = get_affine_matrices(c[None], s[None], [rotation], self.image_size)[0]
+        if flip:  # crop of the mirrored image == crop of the original with M @ F, F: x -> W - 1 - x
+            f = np.array([[-1.0, 0.0, image_width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+            m = m @ f
+        return m
+
+    def normalize(self, crop_uint8: np.ndarray) -> torch.Tensor:
+        """uint8 [H, W, 3] RGB -> float32 [3, H, W]: /255 then (x - mean) / std."""
+        x = crop_uint8.astype(np.float32) / np.float32(255.0)
+        x = (x - self.mean) / self.std
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+    def __call__(self, image_rgb: np.ndarray, joints, visible, center, scale, rng: np.random.Generator | None = None):
+        """One hand -> dict.
+
+        Train mode: ``img`` [3, H, W], ``target`` [K, h, w], ``target_weight`` [K, 1]
+        (plus ``flip``, ``scale_factor``, ``rotation`` of the draw, for inspection).
+        Eval mode: ``img`` only (the dataset adds the ground truth).
+        """
+        if self.train and rng is None:
+            raise ValueError('a numpy Generator is needed for training-time augmentation')
+        h_img, w_img = image_rgb.shape[:2]
+        flip, sfac, rot = self.random_params(rng, 1) if self.train else self.random_params(None, 1)
+        m = self.crop_matrix(w_img, center, scale, bool(flip[0]), float(sfac[0]), float(rot[0]))
+        w, h = self.image_size
+        crop = cv2.warpAffine(image_rgb, m, (w, h), flags=cv2.INTER_LINEAR)
+        out = {'img': self.normalize(crop)}
+        if not self.train:
+            return out
+        kp = np.asarray(joints, np.float64).reshape(-1, 2)
+        kp_crop = (kp @ m[:, :2].T + m[:, 2]).astype(np.float32)
+        target, weight = self.codec.encode(kp_crop, np.asarray(visible, np.float32).reshape(-1))
+        out['target'] = torch.from_numpy(target)
+        out['target_weight'] = torch.from_numpy(weight)
+        out['flip'] = bool(flip[0])
+        out['scale_factor'] = float(sfac[0])
+        out['rotation'] = float(rot[0])
+        return out

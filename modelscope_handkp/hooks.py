@@ -1,0 +1,356 @@
+"""Training hooks and the EasyCV learning-rate schedule, for ModelScope's ``EpochBasedTrainer``.
+
+* :class:`EasyCVLrScheduler` — mmcv/EasyCV ``lr_config`` semantics as a torch scheduler stepped
+  every iteration: ``policy`` ``step`` (also ``fixed``, ``exp``, ``poly``, ``cosine``), by epoch,
+  with ``constant``/``linear``/``exp`` warmup over ``warmup_iters`` iterations.  The published
+  ``{policy: step, warmup: linear, warmup_iters: 500, warmup_ratio: 0.001, step: [170, 200]}``
+  gives ``lr = base * 0.1 ** (#steps <= epoch)`` and, for iteration ``i < 500``,
+  ``lr * (1 - (1 - i / 500) * (1 - 0.001))``.
+* ``AddLrLogHook`` — EasyCV's hook: puts the current learning rate into the log.
+* ``HandCheckpointHook`` — atomic checkpoints (temp file + rename): ``latest.pth`` (model,
+  optimizer, scheduler, epoch/iteration, RNG and hook states; for ``resume``) and the model
+  directory ``output/`` every ``interval`` epochs and at the end; ``output_best/`` whenever the
+  evaluation metric (``PCK``) improves.
+* ``HandTextLoggerHook`` — ModelScope's text logger plus images/s and ETA, appending every
+  record (training and evaluation) as JSON lines to ``<work_dir>/train_log.jsonl``.
+
+They are registered with ModelScope (``HOOKS`` / ``LR_SCHEDULER``) by :mod:`modelscope_handkp.trainer`.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import random
+import time
+from bisect import bisect_right
+
+import numpy as np
+import torch
+from modelscope.trainers.hooks.hook import Hook
+from modelscope.trainers.hooks.logger.text_logger_hook import TextLoggerHook
+from modelscope.trainers.hooks.priority import Priority
+from modelscope.utils.constant import LogKeys, ModeKeys
+from modelscope.utils.json_utils import EnhancedEncoder
+from modelscope.utils.torch_utils import is_master
+
+try:
+    from torch.optim.lr_scheduler import LRScheduler as _TorchLRScheduler
+except ImportError:  # torch < 2.0
+    from torch.optim.lr_scheduler import _LRScheduler as _TorchLRScheduler
+
+LATEST_CHECKPOINT = 'latest.pth'
+TRAIN_LOG = 'train_log.jsonl'
+OUTPUT_DIR = 'output'
+BEST_OUTPUT_DIR = 'output_best'
+BEST_INFO = 'best.json'
+
+POLICIES = ('step', 'fixed', 'exp', 'poly', 'cosine', 'cosineannealing')
+WARMUPS = (None, 'constant', 'linear', 'exp')
+
+
+# ------------------------------------------------------------------------------------------- files
+def atomic_torch_save(obj, path: str) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
+    tmp = f'{path}.tmp.{os.getpid()}'
+    try:
+        with open(tmp, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    tmp = f'{path}.tmp.{os.getpid()}'
+    try:
+        with open(tmp, 'w', encoding='utf-8') as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+# ------------------------------------------------------------------------------------------- LR
+class EasyCVLrScheduler(_TorchLRScheduler):
+    """mmcv ``LrUpdaterHook`` semantics as an iteration-stepped torch scheduler.
+
+    ``last_epoch`` counts iterations (the scheduler is stepped after every training iteration);
+    the epoch is ``iteration // iters_per_epoch``.
+
+    Args:
+        optimizer: the optimizer.
+        iters_per_epoch: training iterations per epoch (per process).
+        policy: ``'step'`` (``step`` = list of epochs or an interval, ``gamma``), ``'fixed'``,
+            ``'exp'`` (``gamma ** progress``), ``'poly'`` (``power``, ``min_lr``), ``'cosine'``
+            (``min_lr`` or ``min_lr_ratio``).
+        by_epoch: progress counted in epochs (default) or iterations.
+        max_epochs: needed by ``poly`` and ``cosine``.
+        warmup: ``None``, ``'constant'``, ``'linear'`` or ``'exp'``; ``warmup_iters`` iterations
+            (or ``warmup_epochs`` with ``warmup_by_epoch``) starting at ``warmup_ratio`` x lr.
+    """
+
+    def __init__(self, optimizer, iters_per_epoch: int, policy: str = 'step', by_epoch: bool = True, step=None,
+                 gamma: float = 0.1, min_lr: float | None = None, min_lr_ratio: float | None = None,
+                 power: float = 1.0, max_epochs: int | None = None, warmup: str | None = None,
+                 warmup_iters: int = 0, warmup_ratio: float = 0.1, warmup_by_epoch: bool = False,
+                 last_epoch: int = -1, **unknown):
+        if unknown:
+            raise ValueError(f'unknown lr_scheduler options {sorted(unknown)}; supported: policy, by_epoch, step, '
+                             'gamma, min_lr, min_lr_ratio, power, warmup, warmup_iters, warmup_ratio, '
+                             'warmup_by_epoch.')
+        policy = str(policy).lower()
+        if policy not in POLICIES:
+            raise ValueError(f'lr_scheduler policy {policy!r} is not supported; choose one of {POLICIES}.')
+        if warmup not in WARMUPS:
+            raise ValueError(f'lr_scheduler warmup {warmup!r} is not supported; choose one of {WARMUPS}.')
+        if int(iters_per_epoch) < 1:
+            raise ValueError(f'iters_per_epoch must be >= 1, got {iters_per_epoch}')
+        if policy == 'step':
+            if step is None:
+                raise ValueError("lr_scheduler policy 'step' needs 'step' (a list of epochs or an interval).")
+            step = [int(s) for s in step] if isinstance(step, (list, tuple)) else int(step)
+        if policy in ('poly', 'cosine', 'cosineannealing') and not max_epochs:
+            raise ValueError(f"lr_scheduler policy {policy!r} needs the number of epochs (train.max_epochs).")
+        if min_lr is not None and min_lr_ratio is not None:
+            raise ValueError('give only one of min_lr and min_lr_ratio')
+        self.iters_per_epoch = int(iters_per_epoch)
+        self.policy = policy
+        self.by_epoch = bool(by_epoch)
+        self.step_at = step
+        self.gamma = float(gamma)
+        self.min_lr = min_lr
+        self.min_lr_ratio = min_lr_ratio
+        self.power = float(power)
+        self.max_epochs = max_epochs
+        self.warmup = warmup
+        self.warmup_ratio = float(warmup_ratio)
+        self.warmup_iters = int(warmup_iters) * (self.iters_per_epoch if warmup_by_epoch else 1) if warmup else 0
+        super().__init__(optimizer, last_epoch)
+
+    def regular_lr(self, base_lr: float, iteration: int) -> float:
+        epoch = iteration // self.iters_per_epoch
+        progress = epoch if self.by_epoch else iteration
+        max_progress = (self.max_epochs if self.by_epoch else (self.max_epochs or 0) * self.iters_per_epoch)
+        if self.policy == 'fixed':
+            return base_lr
+        if self.policy == 'step':
+            exp = progress // self.step_at if isinstance(self.step_at, int) else bisect_right(self.step_at, progress)
+            lr = base_lr * self.gamma**exp
+            return max(lr, self.min_lr) if self.min_lr is not None else lr
+        if self.policy == 'exp':
+            return base_lr * self.gamma**progress
+        target = self.min_lr if self.min_lr is not None else base_lr * (self.min_lr_ratio or 0.0)
+        frac = min(1.0, progress / max_progress)
+        if self.policy == 'poly':
+            return (base_lr - (self.min_lr or 0.0)) * (1 - frac)**self.power + (self.min_lr or 0.0)
+        return target + 0.5 * (base_lr - target) * (1 + math.cos(math.pi * frac))  # cosine
+
+    def lr_at(self, base_lr: float, iteration: int) -> float:
+        lr = self.regular_lr(base_lr, iteration)
+        if self.warmup and iteration < self.warmup_iters:
+            if self.warmup == 'constant':
+                return lr * self.warmup_ratio
+            if self.warmup == 'linear':
+                return lr * (1 - (1 - iteration / self.warmup_iters) * (1 - self.warmup_ratio))
+            return lr * self.warmup_ratio**(1 - iteration / self.warmup_iters)
+        return lr
+
+    def get_lr(self):
+        return [self.lr_at(base, max(0, self.last_epoch)) for base in self.base_lrs]
+
+    def _get_closed_form_lr(self):
+        return self.get_lr()
+
+
+def easycv_lr_config(cfg: dict) -> dict:
+    """Translate an EasyCV/mmcv ``lr_config`` dict (``policy``, ``warmup``, ...) into
+    :class:`EasyCVLrScheduler` keyword arguments (``iters_per_epoch``/``max_epochs`` not included)."""
+    cfg = dict(cfg)
+    cfg.pop('type', None)
+    cfg.pop('options', None)
+    if 'policy' not in cfg:
+        raise ValueError(f'an EasyCV lr_scheduler needs a "policy", got {cfg!r}')
+    cfg['policy'] = str(cfg['policy']).lower()
+    if cfg['policy'] == 'cosineannealing':
+        cfg['policy'] = 'cosine'
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------- log lr
+class AddLrLogHook(Hook):
+    """EasyCV's ``AddLrLogHook``: put the learning rate of the first parameter group in the log."""
+
+    PRIORITY = Priority.LOW
+
+    def __init__(self, **kwargs):
+        pass
+
+    @staticmethod
+    def _lr(trainer):
+        opt = getattr(trainer, 'optimizer', None)
+        if isinstance(opt, torch.optim.Optimizer):
+            return opt.param_groups[0]['lr']
+        return None
+
+    def before_train_epoch(self, trainer):
+        lr = self._lr(trainer)
+        if lr is not None:
+            trainer.log_buffer.output[LogKeys.LR] = lr
+
+    def after_train_iter(self, trainer):
+        self.before_train_epoch(trainer)
+
+
+# ------------------------------------------------------------------------------------------- RNG
+def capture_rng_state() -> dict:
+    """Python, NumPy, torch (and CUDA) RNG states, as plain values and tensors (loadable with
+    ``torch.load(weights_only=True)``)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        'python': random.getstate(),
+        'numpy': {'name': name, 'keys': torch.from_numpy(np.asarray(keys, np.int64)), 'pos': int(pos),
+                  'has_gauss': int(has_gauss), 'cached_gaussian': float(cached)},
+        'torch': torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    if not state:
+        return
+    if 'python' in state:
+        v = state['python']
+        random.setstate((v[0], tuple(v[1]), v[2]))
+    if 'numpy' in state:
+        n = state['numpy']
+        np.random.set_state((n['name'], n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'],
+                             n['cached_gaussian']))
+    if 'torch' in state:
+        torch.set_rng_state(state['torch'])
+    if 'cuda' in state and torch.cuda.is_available() and len(state['cuda']) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state['cuda'])
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+class HandCheckpointHook(Hook):
+    """Latest (every ``interval`` epochs and the last one) and best (by ``metric_key``) checkpoints.
+
+    Files in the trainer's ``work_dir``:
+
+    * ``latest.pth`` — the training state for ``resume=True``;
+    * ``output/`` — a model directory (``configuration.json`` + ``pytorch_model.pt``) of the latest
+      weights; ``output_best/`` and ``best.json`` for the best evaluation so far.
+
+    Every file is written to a temporary name and renamed into place, so a crash never leaves a
+    half-written checkpoint.  The trainer must provide ``training_state()`` and
+    ``export_model_dir(dst, meta)`` (``modelscope_handkp.trainer.HandKeypointTrainer`` does).
+    """
+
+    PRIORITY = Priority.LOW  # after EvaluationHook (NORMAL), so this epoch's metrics are known
+
+    def __init__(self, interval: int = 1, save_last: bool = True, metric_key: str = 'PCK', rule: str = 'max',
+                 save_best: bool = True, by_epoch: bool = True, **kwargs):
+        if not by_epoch or kwargs.get('save_strategy', 'by_epoch') != 'by_epoch':
+            raise ValueError('HandCheckpointHook saves by epoch; remove by_epoch=False / save_strategy.')
+        for k in ('save_dir', 'output_dir', 'output_sub_dir', 'max_checkpoint_num', 'save_trainer_state',
+                  'save_strategy', 'push_to_hub'):
+            kwargs.pop(k, None)
+        if kwargs:
+            raise ValueError(f'HandCheckpointHook got unsupported options {sorted(kwargs)}')
+        if rule not in ('max', 'min'):
+            raise ValueError(f"rule must be 'max' or 'min', got {rule!r}")
+        self.interval = max(1, int(interval or 1))
+        self.save_last = save_last
+        self.metric_key = metric_key
+        self.rule = rule
+        self.save_best = save_best
+        self.best_metric = None
+        self.best_epoch = None
+
+    def state_dict(self):
+        return {'best_metric': self.best_metric, 'best_epoch': self.best_epoch}
+
+    def load_state_dict(self, state):
+        self.best_metric = state.get('best_metric')
+        self.best_epoch = state.get('best_epoch')
+
+    def _better(self, value) -> bool:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return False
+        if self.best_metric is None:
+            return True
+        return value > self.best_metric if self.rule == 'max' else value < self.best_metric
+
+    def after_train_epoch(self, trainer):
+        epoch = trainer.epoch + 1  # epochs completed
+        from modelscope.trainers.hooks.evaluation_hook import EvaluationHook
+        evaluated = any(isinstance(h, EvaluationHook) and h.last_eval_tag == ('epoch', trainer.epoch)
+                        for h in trainer.hooks)
+        metrics = trainer.metric_values if evaluated else None
+        new_best = bool(self.save_best and metrics and self._better(metrics.get(self.metric_key)))
+        if new_best:
+            self.best_metric = float(metrics[self.metric_key])
+            self.best_epoch = epoch
+        if not is_master():
+            return
+        work_dir = trainer.work_dir
+        meta = {'epoch': epoch, 'iter': trainer.iter, 'metrics': metrics or {}}
+        if new_best:
+            trainer.export_model_dir(os.path.join(work_dir, BEST_OUTPUT_DIR), meta, overwrite=True)
+            atomic_write_text(os.path.join(work_dir, BEST_INFO),
+                              json.dumps({'metric': self.metric_key, 'rule': self.rule, 'value': self.best_metric,
+                                          'epoch': epoch, 'metrics': metrics}, indent=2, cls=EnhancedEncoder))
+            trainer.logger.info(f'New best {self.metric_key} = {self.best_metric:.5f} at epoch {epoch}: '
+                                f'{os.path.join(work_dir, BEST_OUTPUT_DIR)}')
+        if self.every_n_epochs(trainer, self.interval) or (self.save_last and self.is_last_epoch(trainer)):
+            trainer.export_model_dir(os.path.join(work_dir, OUTPUT_DIR), meta, overwrite=True)
+            atomic_torch_save(trainer.training_state(), os.path.join(work_dir, LATEST_CHECKPOINT))
+            trainer.logger.info(f'Saved {LATEST_CHECKPOINT} and {OUTPUT_DIR}/ at epoch {epoch} in {work_dir}')
+
+
+# ------------------------------------------------------------------------------------------- logging
+class HandTextLoggerHook(TextLoggerHook):
+    """ModelScope's ``TextLoggerHook`` plus ``img_per_s`` and ``eta`` (seconds and h:mm:ss) in every
+    training record, and every record appended to ``<work_dir>/train_log.jsonl``."""
+
+    def __init__(self, interval=10, **kwargs):
+        kwargs.pop('by_epoch', None)
+        super().__init__(by_epoch=True, interval=interval, **kwargs)
+        self._t0 = None
+        self._iter0 = 0
+
+    def before_run(self, trainer):
+        super().before_run(trainer)
+        self.json_log_path = os.path.join(self.out_dir, TRAIN_LOG)
+        self._t0 = time.time()
+        self._iter0 = trainer.iter
+
+    def log(self, trainer):
+        out = trainer.log_buffer.output
+        if trainer.mode == ModeKeys.TRAIN and self._t0 is not None:
+            done = max(1, trainer.iter + 1 - self._iter0)
+            elapsed = time.time() - self._t0
+            per_iter = elapsed / done
+            imgs = getattr(trainer, 'images_per_iter', None)
+            if imgs and LogKeys.ITER_TIME in out and out[LogKeys.ITER_TIME] > 0:
+                out['img_per_s'] = round(imgs / out[LogKeys.ITER_TIME], 2)
+            remaining = max(0, trainer.max_iters - trainer.iter - 1)
+            out['eta_s'] = int(per_iter * remaining)
+            out['eta_str'] = str(datetime.timedelta(seconds=int(per_iter * remaining)))
+        return super().log(trainer)
+
+    def _log_info(self, log_dict, trainer):
+        for key in ('eta_s', 'eta_str'):  # the parent prints its own ETA
+            if key not in self._logged_keys:
+                self._logged_keys.append(key)
+        super()._log_info(log_dict, trainer)

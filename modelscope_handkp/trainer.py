@@ -1,0 +1,757 @@
+"""``build_trainer('easycv', ...)``: train and evaluate the hand keypoint model with ModelScope.
+
+:class:`HandKeypointTrainer` is ModelScope's ``EpochBasedTrainer`` with what the published
+(EasyCV) configuration needs and what a current stack lacks:
+
+* datasets: an ``MsDataset`` (hub zip split or local folder), a dataset folder, an annotation
+  file, a ``{'ann_file': ..., 'img_prefix': ...}`` dict, a ready ``torch`` dataset, or ``None``
+  (then ``configuration.json``'s ``dataset`` section) — all read by
+  :class:`~modelscope_handkp.datasets.CocoWholeBodyHandDataset` with the configured training
+  pipeline;
+* the EasyCV ``lr_scheduler`` (``policy: step`` + linear warmup) as an iteration-stepped
+  :class:`~modelscope_handkp.hooks.EasyCVLrScheduler`;
+* CPU without CUDA assumptions, a GPU when present, and ``torchrun`` data-parallel training with
+  NCCL on GPUs or gloo on CPU (ModelScope's own DDP hook, loss logging and metric broadcast
+  require CUDA);
+* deterministic data: the sample order depends on ``(seed, epoch)`` and each sample's
+  augmentation on ``(seed, epoch, index)`` only, so ``resume=True`` after a crash reproduces an
+  uninterrupted run;
+* atomic checkpoints (``latest.pth``, ``output/``, ``output_best/``) and JSON-lines logs in
+  ``work_dir`` (see :mod:`modelscope_handkp.hooks`); an existing training run in ``work_dir`` is
+  never overwritten without ``overwrite=True`` (or continued with ``resume=True``).
+
+The model directory ``<work_dir>/output`` (``configuration.json`` + ``pytorch_model.pt``) is
+this plugin's format and loads with ``pipeline(Tasks.hand_2d_keypoints, model=...)``.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+
+import torch
+from modelscope.metrics import build_metric
+from modelscope.msdatasets.ms_dataset import MsDataset
+from modelscope.trainers.base import BaseTrainer
+from modelscope.trainers.builder import TRAINERS
+from modelscope.trainers.hooks.hook import Hook
+from modelscope.trainers.hooks.priority import Priority
+from modelscope.trainers.trainer import EpochBasedTrainer
+from modelscope.trainers.utils.log_buffer import LogBuffer
+from modelscope.utils.config import Config, ConfigDict
+from modelscope.utils.constant import DistributedParallelType, ModeKeys
+from modelscope.utils.data_utils import to_device
+from modelscope.utils.file_utils import func_receive_dict_inputs
+from modelscope.utils.logger import get_logger
+from modelscope.utils.torch_utils import is_master
+from torch import distributed as dist
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+from . import evaluation  # noqa: F401  (registers the EasyCVMetric metric)
+from .codec import decode_heatmaps
+from .datasets.coco_wholebody_hand import (CocoWholeBodyHandDataset, DatasetError, resolve_split_folder,
+                                           substitute_data_root)
+from .hooks import (BEST_INFO, BEST_OUTPUT_DIR, LATEST_CHECKPOINT, OUTPUT_DIR, TRAIN_LOG, EasyCVLrScheduler,
+                    atomic_torch_save, atomic_write_text, capture_rng_state, easycv_lr_config, restore_rng_state)
+from .models.topdown import TopDownHandModel
+
+logger = get_logger()
+
+TRAINER_NAME = 'easycv'
+STATE_FORMAT = 'modelscope_handkp.trainer_state'
+WORK_DIR_ARTEFACTS = (LATEST_CHECKPOINT, OUTPUT_DIR, BEST_OUTPUT_DIR, BEST_INFO, TRAIN_LOG)
+
+# ModelScope hooks replaced by this trainer's own (CPU-safe / atomic / JSON-lines) versions
+_HOOK_REPLACEMENTS = {'CheckpointHook': 'HandCheckpointHook', 'TextLoggerHook': 'HandTextLoggerHook'}
+
+
+def _plain(obj):
+    """ConfigDict/Config -> plain dicts and lists (JSON-ready)."""
+    if isinstance(obj, Config):
+        obj = obj._cfg_dict
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _read_json_config(cfg_file: str) -> Config:
+    """configuration.json -> ModelScope ``Config`` without ModelScope's jsonplus reader (which
+    needs ``simplejson``); EasyCV's ``{"__class__": "tuple", ...}`` values are decoded."""
+    from .model_dir import decode_jsonplus
+    with open(cfg_file, 'r', encoding='utf-8') as f:
+        text = f.read()
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f'{cfg_file} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); fix or '
+                         'restore it.') from None
+    if not isinstance(raw, Mapping):
+        raise ValueError(f'{cfg_file} must hold a JSON object, got {type(raw).__name__}')
+    return Config(decode_jsonplus(raw), cfg_text=text, filename=cfg_file)
+
+
+class _JsonConfigTrainerBase(BaseTrainer):
+    """Sits between ``EpochBasedTrainer`` and ``BaseTrainer`` in the MRO so that
+    ``configuration.json`` is parsed with the standard library."""
+
+    def __init__(self, cfg_file: str, arg_parse_fn=None):
+        if str(cfg_file).endswith('.json'):
+            self.cfg = _read_json_config(cfg_file)
+        else:
+            self.cfg = Config.from_file(cfg_file)
+        self.args = self.cfg.to_args(arg_parse_fn) if arg_parse_fn else None
+        self.log_buffer = LogBuffer()
+        self.visualization_buffer = LogBuffer()
+        self.timestamp = time.strftime('%Y%m%d_%H%M%S', time.localtime())
+
+
+class _IndexedConcat(ConcatDataset):
+    """ConcatDataset whose evaluation samples carry their global ``index``."""
+
+    def __getitem__(self, idx):
+        item = super().__getitem__(idx)
+        if isinstance(item, dict) and 'index' in item:
+            item = dict(item)
+            item['index'] = idx if idx >= 0 else len(self) + idx
+        return item
+
+
+def _leaf_datasets(ds):
+    if isinstance(ds, ConcatDataset):
+        for d in ds.datasets:
+            yield from _leaf_datasets(d)
+    else:
+        yield ds
+
+
+class _EpochHook(Hook):
+    """Before each epoch: tell the sampler and the datasets which epoch it is (data order and
+    augmentation draws are functions of the epoch)."""
+
+    PRIORITY = Priority.HIGHEST
+
+    def before_train_epoch(self, trainer):
+        loader = trainer.train_dataloader
+        sampler = getattr(loader, 'sampler', None)
+        if hasattr(sampler, 'set_epoch'):
+            sampler.set_epoch(trainer.epoch)
+        for ds in _leaf_datasets(trainer.train_dataset):
+            if hasattr(ds, 'set_epoch'):
+                ds.set_epoch(trainer.epoch)
+
+
+class _DistributedHook(Hook):
+    """Data parallelism without CUDA assumptions: joins the process group started by torchrun
+    (NCCL with GPUs, gloo on CPU) and places the model on this process's device."""
+
+    PRIORITY = Priority.HIGHEST
+
+    def __init__(self, backend: str | None = None):
+        self.backend = backend
+
+    def after_init(self, trainer):
+        use_cuda = torch.cuda.is_available() and str(trainer._handkp_device or 'gpu') not in ('cpu', )
+        local_rank = int(os.environ.get('LOCAL_RANK', 0))
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+        if not dist.is_initialized():
+            missing = [k for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT') if k not in os.environ]
+            if missing:
+                raise RuntimeError(f'distributed training was requested but {missing} are not set; start the '
+                                   'script with `torchrun --nproc_per_node=N script.py`.')
+            dist.init_process_group(backend=self.backend or ('nccl' if use_cuda else 'gloo'))
+        trainer.parallel_groups[DistributedParallelType.DP] = None  # the default (world) group
+        trainer.device = torch.device(f'cuda:{local_rank}') if use_cuda else torch.device('cpu')
+        trainer.model.to(trainer.device)
+
+
+def find_hand_net(model: torch.nn.Module) -> TopDownHandModel:
+    """The :class:`TopDownHandModel` inside a (wrapped) model."""
+    if isinstance(model, TopDownHandModel):
+        return model
+    inner = getattr(model, 'hand_model', None)  # modelscope_model.HandKeypointsModel keeps it unregistered
+    if isinstance(inner, TopDownHandModel):
+        return inner
+    for m in model.modules():
+        if isinstance(m, TopDownHandModel):
+            return m
+    raise TypeError(f'{type(model).__name__} contains no modelscope_handkp TopDownHandModel; the easycv trainer of '
+                    'modelscope_handkp trains hand keypoint models only.')
+
+
+class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
+    """ModelScope trainer ``'easycv'`` for top-down hand keypoint models (see module docs).
+
+    Extra keyword arguments (in ``default_args``):
+        resume (bool): continue the run in ``work_dir`` from ``latest.pth`` (model, optimizer,
+            scheduler, epoch, RNG and hook states); starts fresh when there is none.
+        overwrite (bool): replace a previous run's checkpoints/logs in ``work_dir``.
+        skip_invalid (bool): skip (log and count) missing images / malformed annotations
+            instead of raising.
+        device (str): ``'cpu'``, ``'gpu'`` (default: a GPU when available) or ``'cuda:N'``.
+        launcher (str): ``'pytorch'`` for torchrun (also detected from the environment).
+    """
+
+    def __init__(self, model=None, cfg_file=None, *args, resume: bool = False, overwrite: bool = False,
+                 skip_invalid: bool = False, **kwargs):
+        self._handkp_resume = bool(resume)
+        self._handkp_overwrite = bool(overwrite)
+        self._handkp_skip_invalid = bool(skip_invalid)
+        self._handkp_device = kwargs.get('device')
+        self._handkp_best_cfg = None
+        self._handkp_export_cfg = None
+        kwargs.pop('trust_remote_code', None)  # this trainer never runs code from a model directory
+        super().__init__(model, cfg_file, *args, **kwargs)
+        self.work_dir = os.path.abspath(self.work_dir)
+
+    # ------------------------------------------------------------------ model
+    def get_or_download_model_dir(self, model, model_revision=None, third_party=None):
+        """A local directory is used as it is (ModelScope would query the hub about it, ~25 s
+        offline); a model id is downloaded with ``snapshot_download``."""
+        if os.path.exists(model):
+            return model if os.path.isdir(model) else os.path.dirname(model)
+        return super().get_or_download_model_dir(model, model_revision, third_party)
+
+    def get_metrics(self):
+        metrics = self.cfg.safe_get('evaluation.metrics')
+        if metrics is None:
+            metrics = {'type': 'EasyCVMetric'}
+        if isinstance(metrics, (str, Mapping)):
+            metrics = [metrics]
+        return list(metrics)
+
+    def build_model(self):
+        """The registered ModelScope model of the directory (``HandKeypointsModel``) with its weights;
+        a directory without ``pytorch_model.pt`` (a configuration only) starts from random weights."""
+        from modelscope.models import Model
+
+        from .model_dir import WEIGHTS_FILE
+        has_weights = os.path.isfile(os.path.join(self.model_dir, WEIGHTS_FILE))
+        extra = {}
+        if not has_weights:
+            logger.warning(f'{self.model_dir} has no {WEIGHTS_FILE}: the network starts from random weights '
+                                '(training from scratch).')
+            extra['load_weights'] = False
+        try:
+            model = Model.from_pretrained(self.model_dir, cfg_dict=self.cfg, trust_remote_code=False, **extra)
+        finally:  # from_pretrained writes its keyword arguments into cfg.model; keep them out of the export
+            for k in extra:
+                self.cfg.model.pop(k, None)
+        if not isinstance(model, torch.nn.Module) and hasattr(model, 'model'):
+            model = model.model
+        find_hand_net(model)  # fail early with a clear message
+        return model
+
+    @property
+    def hand_net(self) -> TopDownHandModel:
+        return find_hand_net(self.unwrap_module(self.model))
+
+    # ------------------------------------------------------------------ datasets
+    def _dataset_kwargs(self, model_cfg: Config, train: bool) -> dict:
+        from .model_dir import keypoint_model_cfg
+        mc = keypoint_model_cfg(_plain(model_cfg))
+        section = _plain(model_cfg.safe_get(f'dataset.{"train" if train else "val"}') or {})
+        pipeline = section.get('pipeline') if train else []
+        data_cfg = dict((section.get('data_source') or {}).get('data_cfg') or {})
+        data_cfg.update(image_size=mc['image_size'], heatmap_size=mc['heatmap_size'],
+                        num_joints=int(mc['keypoint_head'].get('out_channels', 21)))
+        return dict(data_cfg=data_cfg, pipeline=pipeline, test_mode=not train, skip_invalid=self._handkp_skip_invalid,
+                    seed=self._seed)
+
+    def _from_location(self, location, split, kwargs, data_root=None):
+        if isinstance(location, Mapping):  # an EasyCV data_source dict
+            src = substitute_data_root(dict(location), data_root)
+            if 'ann_file' not in src:
+                raise DatasetError(f'a dataset dict needs "ann_file" (and "img_prefix"), got {sorted(src)}')
+            return CocoWholeBodyHandDataset(src['ann_file'], src.get('img_prefix'), data_root=data_root, **kwargs)
+        path = os.path.abspath(os.path.expanduser(os.fspath(location)))
+        if os.path.isdir(path):
+            ann, prefix, hints = resolve_split_folder(path, split, train=not kwargs['test_mode'])
+            return CocoWholeBodyHandDataset(ann, prefix, prefix_hints=hints, **kwargs)
+        if os.path.isfile(path):
+            return CocoWholeBodyHandDataset(path, None, **kwargs)
+        raise DatasetError(f'dataset path {path!r} does not exist; pass a COCO-WholeBody annotation file, a dataset '
+                           'folder (annotations/*.json + images/), or an MsDataset.')
+
+    def _from_ms_dataset(self, ds: MsDataset, kwargs, model_cfg):
+        from modelscope.msdatasets.dataset_cls.dataset import ExternalDataset
+        inst = ds.ds_instance
+        if isinstance(inst, Dataset) and not hasattr(inst, 'features'):
+            return inst  # already converted to a torch dataset (e.g. to_custom_dataset)
+        section = _plain(model_cfg.safe_get(f'dataset.{"val" if kwargs["test_mode"] else "train"}') or {})
+        source = section.get('data_source') or {}
+        if isinstance(inst, ExternalDataset):
+            split_config = inst.config_kwargs.get('split_config') or {}
+            if len(split_config) != 1:
+                raise DatasetError(f'the MsDataset has splits {sorted(split_config)}; load one split '
+                                   "(MsDataset.load(..., split='train')).")
+            split, root = next(iter(split_config.items()))
+            root = str(root).rstrip(os.sep)
+            ann = source.get('ann_file')
+            if ann and ('${data_root}' in str(ann) or os.path.exists(os.path.join(root, str(ann)))):
+                return self._from_location({'ann_file': ann, 'img_prefix': source.get('img_prefix')}, split, kwargs,
+                                           data_root=root)
+            return self._from_location(root, split, kwargs)
+        ctx = getattr(ds, '_dataset_context_config', None)
+        name = getattr(ctx, 'dataset_name', None)
+        if name and os.path.exists(str(name)):
+            return self._from_location(name, getattr(ctx, 'split', None), kwargs)
+        raise DatasetError('cannot find the files behind this MsDataset (not a zip dataset split or a local '
+                           'folder); pass the dataset folder or annotation file instead.')
+
+    def build_dataset(self, datasets, model_cfg, mode, preprocessor=None, **kwargs):
+        train = mode == ModeKeys.TRAIN
+        dkw = self._dataset_kwargs(model_cfg, train)
+        if datasets is None:
+            return self._dataset_from_config(model_cfg, mode, dkw)
+        if isinstance(datasets, MsDataset):
+            return self._from_ms_dataset(datasets, dkw, model_cfg)
+        if isinstance(datasets, Dataset):
+            return datasets
+        if isinstance(datasets, (str, os.PathLike, Mapping)):
+            return self._from_location(datasets, None, dkw)
+        if isinstance(datasets, Sequence) and datasets:
+            parts = [self.build_dataset(d, model_cfg, mode, preprocessor) for d in datasets]
+            return _IndexedConcat(parts)
+        raise TypeError(f'unsupported {"train" if train else "eval"}_dataset of type {type(datasets).__name__}: pass '
+                        'an MsDataset, a dataset folder or annotation file path, or a torch Dataset.')
+
+    def _dataset_from_config(self, model_cfg, mode, dkw):
+        which = 'train' if mode == ModeKeys.TRAIN else 'val'
+        if model_cfg.safe_get('dataset.name'):  # a hub dataset named by the configuration
+            ds = MsDataset.load(model_cfg.safe_get('dataset.name'),
+                                subset_name=model_cfg.safe_get('dataset.subset', default='default'),
+                                split=model_cfg.safe_get(f'dataset.split_{mode}'))
+            return self._from_ms_dataset(ds, dkw, model_cfg)
+        source = _plain(model_cfg.safe_get(f'dataset.{which}.data_source') or {})
+        ann = source.get('ann_file')
+        if not ann:
+            return None
+        if '${data_root}' in str(ann) or not os.path.isfile(os.path.abspath(str(ann))):
+            self.logger.warning(f'no {"train" if which == "train" else "eval"}_dataset given and the configured '
+                                f'dataset.{which}.data_source.ann_file {ann!r} is not available; pass '
+                                f'{"train" if which == "train" else "eval"}_dataset=... to use this trainer for '
+                                f'{"training" if which == "train" else "evaluation"}.')
+            return None
+        return self._from_location(source, None, dkw)
+
+    def _sampler(self, dataset, shuffle: bool):
+        rank, world = 0, 1
+        if self._dist:
+            rank, world = dist.get_rank(), dist.get_world_size()
+        return DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=self._seed)
+
+    def _loader(self, dataset, cfg: Mapping, shuffle: bool, collate_fn):
+        cfg = dict(cfg or {})
+        batch_size = int(cfg.pop('batch_size_per_gpu', cfg.pop('batch_size', 32)))
+        workers = int(cfg.pop('workers_per_gpu', cfg.pop('num_workers', 2)))
+        cfg.pop('shuffle', None)
+        cfg.pop('dist', None)
+        drop_last = bool(cfg.pop('drop_last', False))
+        persistent = bool(cfg.pop('persistent_workers', False)) and workers > 0
+        pin = bool(cfg.pop('pin_memory', torch.cuda.is_available() and self.device.type == 'cuda'))
+        sampler = self._sampler(dataset, shuffle)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                          collate_fn=collate_fn, drop_last=drop_last, persistent_workers=persistent,
+                          pin_memory=pin, **cfg)
+
+    def get_train_dataloader(self):
+        if self.train_dataset is None:
+            raise ValueError('no training data: pass train_dataset= (an MsDataset split, a COCO-WholeBody folder '
+                             'or annotation file) to build_trainer, or set dataset.train.data_source in the '
+                             'configuration.')
+        return self._loader(self.train_dataset, self.cfg.train.get('dataloader', {}), True, self.train_data_collator)
+
+    def get_eval_data_loader(self):
+        if self.eval_dataset is None:
+            raise ValueError('no evaluation data: pass eval_dataset= (an MsDataset split, a COCO-WholeBody folder '
+                             'or annotation file) to build_trainer.')
+        cfg = self.cfg.safe_get('evaluation.dataloader') or self.cfg.train.get('dataloader', {})
+        return self._loader(self.eval_dataset, cfg, False, self.eval_data_collator)
+
+    # ------------------------------------------------------------------ hooks
+    def register_hook_from_cfg(self, hook_cfg):
+        out = []
+        cfgs = []
+        best = None
+        for h in hook_cfg:
+            h = dict(h)
+            t = h.get('type')
+            if t == 'DDPHook':
+                continue  # replaced by _DistributedHook (CPU/gloo capable)
+            if t == 'TensorboardHook' and importlib.util.find_spec('tensorboard') is None:
+                self.logger.warning('TensorboardHook skipped: the tensorboard package is not installed '
+                                    '(pip install tensorboard to get TensorBoard logs).')
+                continue
+            if t == 'EvaluationHook' and getattr(self, 'eval_dataset', None) is None:
+                self.logger.warning('EvaluationHook skipped: no eval_dataset was given, so training runs without '
+                                    'evaluation and without best-checkpoint selection.')
+                continue
+            if t == 'BestCkptSaverHook':
+                best = h
+                continue
+            if t in _HOOK_REPLACEMENTS:
+                h['type'] = _HOOK_REPLACEMENTS[t]
+                if t == 'CheckpointHook':
+                    h = {k: v for k, v in h.items() if k in ('type', 'interval', 'save_last', 'by_epoch')}
+                if t == 'TextLoggerHook':
+                    h = {k: v for k, v in h.items() if k in ('type', 'interval', 'ignore_last', 'reset_flag',
+                                                             'out_dir', 'ignore_rounding_keys', 'rounding_digits')}
+            cfgs.append(h)
+        if best is not None:
+            self._handkp_best_cfg = {k: best[k] for k in ('metric_key', 'rule', 'save_best') if k in best}
+        init_stage = not any(getattr(hk, '_handkp_internal', False) for hk in self.hooks)
+        if init_stage:  # the trainer's own hook list (not the optimizer/lr hooks added by train())
+            types = {c['type'] for c in cfgs}
+            if 'HandCheckpointHook' not in types:
+                cfgs.append({'type': 'HandCheckpointHook', 'interval': 1})
+            if 'HandTextLoggerHook' not in types:
+                cfgs.append({'type': 'HandTextLoggerHook', 'interval': 10})
+            for c in cfgs:
+                if c['type'] == 'HandCheckpointHook' and self._handkp_best_cfg:
+                    c.update(self._handkp_best_cfg)
+        out = super().register_hook_from_cfg(cfgs)
+        if init_stage:
+            internal = [_EpochHook()]
+            if self._distributed_requested():
+                internal.append(_DistributedHook())
+            for hk in internal:
+                hk._handkp_internal = True
+                self.register_hook(hk)
+        return out
+
+    def _distributed_requested(self) -> bool:
+        launcher = getattr(self, 'launcher', None)
+        return launcher is not None or int(os.environ.get('WORLD_SIZE', '1')) > 1
+
+    # ------------------------------------------------------------------ optimisation
+    def create_optimizer_and_scheduler(self):
+        optimizer, lr_scheduler = self.optimizers
+        optim_options = {}
+        if optimizer is None:
+            optimizer_cfg = copy.deepcopy(self.cfg.train.get('optimizer', None))
+            if optimizer_cfg is None:
+                raise ValueError('no optimizer: set train.optimizer in the configuration (e.g. '
+                                 '{"type": "Adam", "lr": 0.0005}) or pass optimizers=(optimizer, scheduler).')
+            optim_options = dict(optimizer_cfg.pop('options', {}) or {})
+            optimizer = self.build_optimizer(cfg=optimizer_cfg)
+        lr_options = {}
+        lr_cfg = self.cfg.train.get('lr_scheduler', None) if lr_scheduler is None else None
+        if lr_cfg is not None:
+            lr_cfg = _plain(lr_cfg)
+            lr_options = dict(lr_cfg.pop('options', {}) or {})
+            if 'policy' in lr_cfg:  # EasyCV / mmcv lr_config
+                lr_scheduler = EasyCVLrScheduler(optimizer, iters_per_epoch=self.iters_per_epoch,
+                                                 max_epochs=self._max_epochs, **easycv_lr_config(lr_cfg))
+                lr_options = {**lr_options, 'by_epoch': False}
+            else:
+                lr_scheduler = self.build_lr_scheduler(cfg=ConfigDict(lr_cfg), default_args={'optimizer': optimizer})
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        return self.optimizer, self.lr_scheduler, optim_options, lr_options
+
+    def train_step(self, model, inputs):
+        model.train()
+        self._mode = ModeKeys.TRAIN
+        inner = self.unwrap_module(self.model)
+        if isinstance(inner, TopDownHandModel):
+            heatmaps = model(inputs['img'])
+            outputs = {'loss': inner.loss(heatmaps, inputs['target'], inputs['target_weight'])}
+        elif isinstance(inputs, Mapping) and not func_receive_dict_inputs(inner.forward):
+            outputs = model.forward(**inputs)
+        else:
+            outputs = model.forward(inputs)
+        if hasattr(outputs, 'to_dict') and not isinstance(outputs, dict):
+            outputs = outputs.to_dict()
+        if not isinstance(outputs, Mapping) or 'loss' not in outputs:
+            raise TypeError(f'the model\'s training forward must return a dict with "loss", got {type(outputs)}')
+        log_vars = {}
+        for key, value in outputs.items():
+            if 'loss' in key and isinstance(value, torch.Tensor):
+                v = value.detach().clone()
+                if self._dist:
+                    dist.all_reduce(v)
+                    v /= dist.get_world_size()
+                log_vars[key] = v.item()
+        self.log_buffer.update(log_vars)
+        self.train_outputs = dict(outputs)
+
+    # ------------------------------------------------------------------ work_dir / state
+    def _artefacts(self):
+        return [os.path.join(self.work_dir, a) for a in WORK_DIR_ARTEFACTS
+                if os.path.exists(os.path.join(self.work_dir, a))]
+
+    def _prepare_work_dir(self, resume: bool, overwrite: bool):
+        found = self._artefacts()
+        model_dir = os.path.realpath(self.model_dir) if getattr(self, 'model_dir', None) else None
+        for p in found:
+            if model_dir and os.path.realpath(p) == model_dir and (overwrite or not resume):
+                raise FileExistsError(f'the model directory you train from ({self.model_dir}) is {p}, which this '
+                                      'run would replace; copy it elsewhere or choose another work_dir.')
+        if found and not (resume or overwrite):
+            names = ', '.join(os.path.basename(p) for p in found)
+            raise FileExistsError(
+                f'work_dir {self.work_dir!r} already holds a training run ({names}). Pass resume=True to continue '
+                'it, overwrite=True to replace it, or choose another work_dir.')
+        if found and overwrite and not resume and is_master():
+            for p in found:
+                shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
+            self.logger.info(f'overwrite=True: removed the previous run in {self.work_dir}')
+        if self._dist:
+            dist.barrier()
+
+    def training_state(self) -> dict:
+        """Everything needed to continue training (loadable with ``torch.load(weights_only=True)``)."""
+        hooks = {}
+        for i, hook in enumerate(self.hooks):
+            if hasattr(hook, 'state_dict') and type(hook).__module__.startswith('modelscope_handkp'):
+                hooks[f'{type(hook).__name__}-{i}'] = hook.state_dict()
+        world = dist.get_world_size() if self._dist else 1
+        return {
+            'format': STATE_FORMAT,
+            'version': 1,
+            'epoch': self.epoch + 1,  # epochs completed (saved after an epoch)
+            'iter': self.iter,  # iterations completed
+            'max_epochs': self._max_epochs,
+            'seed': self._seed,
+            'world_size': world,
+            'state_dict': {k: v.detach().cpu() for k, v in self.hand_net.state_dict().items()},
+            'optimizer': self.optimizer.state_dict(),
+            'lr_scheduler': self.lr_scheduler.state_dict() if self.lr_scheduler is not None else None,
+            'rng': capture_rng_state(),
+            'hooks': hooks,
+        }
+
+    def load_training_state(self, path: str) -> dict:
+        """Restore model, optimizer, scheduler, epoch/iteration, hook and RNG states from ``path``."""
+        try:
+            state = torch.load(path, map_location='cpu', weights_only=True)
+        except Exception as e:
+            raise RuntimeError(f'cannot read the training state {path!r} ({type(e).__name__}: {e}); delete it and '
+                               'pass overwrite=True to start again.') from e
+        if not isinstance(state, Mapping) or state.get('format') != STATE_FORMAT:
+            raise RuntimeError(f'{path!r} is not a modelscope_handkp training state.')
+        self.hand_net.load_state_dict(state['state_dict'])
+        self.optimizer.load_state_dict(state['optimizer'])
+        if self.lr_scheduler is not None and state.get('lr_scheduler') is not None:
+            iters = getattr(self.lr_scheduler, 'iters_per_epoch', None)
+            self.lr_scheduler.load_state_dict(state['lr_scheduler'])
+            if iters is not None and iters != self.lr_scheduler.iters_per_epoch:
+                self.logger.warning(f'iterations per epoch changed since the checkpoint '
+                                    f'({self.lr_scheduler.iters_per_epoch} -> {iters}): batch size, dataset or '
+                                    'number of processes differ.')
+                self.lr_scheduler.iters_per_epoch = iters
+        self._epoch = int(state['epoch'])
+        self._iter = int(state['iter'])
+        self._inner_iter = 0
+        saved = state.get('hooks') or {}
+        for i, hook in enumerate(self.hooks):
+            key = f'{type(hook).__name__}-{i}'
+            if key in saved and hasattr(hook, 'load_state_dict'):
+                hook.load_state_dict(saved[key])
+        world = dist.get_world_size() if self._dist else 1
+        if state.get('world_size', 1) != world:
+            self.logger.warning(f'resuming a run of {state.get("world_size")} processes with {world}.')
+        restore_rng_state(state.get('rng'))
+        self.logger.info(f'Resumed from {path}: {self._epoch} epochs / {self._iter} iterations done.')
+        return state
+
+    # ------------------------------------------------------------------ model directory
+    def _export_configuration(self) -> dict:
+        if self._handkp_export_cfg is None:
+            from .model_dir import detector_spec, handkp_configuration, keypoint_model_cfg
+            cfg = _plain(self.cfg)
+            model_cfg = keypoint_model_cfg(cfg)
+            try:
+                det = detector_spec(cfg, self.model_dir)
+            except Exception as e:  # noqa: BLE001 - an unusable detector section is replaced, and said so
+                self.logger.warning(f'the detector section of the configuration is not usable ({e}); the trained '
+                                    'model directory gets detector type "none" (pass boxes= to the pipeline).')
+                det = None
+            export = handkp_configuration(model_cfg, None, base=cfg)
+            export['detector'] = {'type': 'none'}
+            self._handkp_detector_files = None
+            if det is not None:
+                if det.type == 'ssdlite':
+                    if det.config_file and det.checkpoint and os.path.isfile(det.config_file) \
+                            and os.path.isfile(det.checkpoint):
+                        cfg_name = 'config' + (os.path.splitext(det.config_file)[1] or '.py')
+                        export['detector'] = {'type': 'ssdlite', 'config_file': f'detection/{cfg_name}',
+                                              'checkpoint': 'detection/' + os.path.basename(det.checkpoint),
+                                              'score_threshold': float(det.score_threshold)}
+                        self._handkp_detector_files = [(det.config_file, export['detector']['config_file']),
+                                                       (det.checkpoint, export['detector']['checkpoint'])]
+                    else:
+                        self.logger.warning('the detector files named by the configuration are missing; the trained '
+                                            'model directory gets detector type "none".')
+                else:
+                    export['detector'] = det.to_config()
+            export.setdefault('train', {})
+            if isinstance(export['train'], dict):
+                export['train'].pop('work_dir', None)
+            self._handkp_export_cfg = export
+        return self._handkp_export_cfg
+
+    def export_model_dir(self, dst: str, meta: Mapping | None = None, overwrite: bool = False) -> str:
+        """Write the current weights as a model directory (configuration.json + pytorch_model.pt),
+        every file atomically; returns ``dst``.  An existing non-empty ``dst`` is only replaced with
+        ``overwrite=True`` (the checkpoint hook does so for ``<work_dir>/output*``)."""
+        if os.path.isdir(dst) and os.listdir(dst) and not overwrite:
+            raise FileExistsError(f'{dst} already exists and is not empty; pass overwrite=True or another folder.')
+        export = self._export_configuration()
+        os.makedirs(dst, exist_ok=True)
+        for src, rel in self._handkp_detector_files or []:
+            target = os.path.join(dst, rel)
+            if not os.path.isfile(target):
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                shutil.copyfile(src, target + '.tmp')
+                os.replace(target + '.tmp', target)
+        atomic_write_text(os.path.join(dst, 'configuration.json'), json.dumps(export, indent=2) + '\n')
+        sd = {k: v.detach().cpu().clone() for k, v in self.hand_net.state_dict().items()}
+        info = {'trained_by': 'modelscope_handkp easycv trainer', **_plain(dict(meta or {}))}
+        atomic_torch_save({'state_dict': sd, 'meta': info}, os.path.join(dst, 'pytorch_model.pt'))
+        return dst
+
+    # ------------------------------------------------------------------ train / evaluate
+    def train(self, checkpoint_path=None, load_all_state=True, *args, resume=None, overwrite=None, **kwargs):
+        """Train for ``train.max_epochs``.  ``resume=True`` continues from ``<work_dir>/latest.pth``;
+        ``checkpoint_path`` starts from other weights (a model file or a training state)."""
+        resume = self._handkp_resume if resume is None else bool(resume)
+        overwrite = self._handkp_overwrite if overwrite is None else bool(overwrite)
+        self._prepare_work_dir(resume, overwrite)
+        self._mode = ModeKeys.TRAIN
+        self.train_dataloader = self.get_train_dataloader()
+        self.data_loader = self.train_dataloader
+        self.images_per_iter = self.train_dataloader.batch_size * (dist.get_world_size() if self._dist else 1)
+        self.register_optimizers_hook()
+        self.register_processors()
+        self.print_hook_info()
+        self.model.to(self.device)
+        if self._dist and not isinstance(self.model, torch.nn.parallel.DistributedDataParallel):
+            dev = [self.device.index] if self.device.type == 'cuda' else None
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=dev, find_unused_parameters=bool(self.cfg.safe_get(
+                    'train.find_unused_parameters', default=False)))
+        latest = os.path.join(self.work_dir, LATEST_CHECKPOINT)
+        if resume and os.path.isfile(latest):
+            self.load_training_state(latest)
+        elif resume:
+            self.logger.info(f'resume=True but {latest} does not exist yet: starting from the beginning.')
+        elif checkpoint_path is not None:
+            self._load_weights(checkpoint_path, load_all_state)
+        if self._epoch >= self._max_epochs:
+            self.logger.info(f'training already finished ({self._epoch}/{self._max_epochs} epochs).')
+            return
+        self.model.train()
+        self.train_loop(self.train_dataloader)
+
+    def _load_weights(self, path, load_all_state=True):
+        from .checkpoint import load_checkpoint
+        obj = torch.load(path, map_location='cpu', weights_only=True) if os.path.isfile(path) else None
+        if isinstance(obj, Mapping) and obj.get('format') == STATE_FORMAT and load_all_state:
+            self.load_training_state(path)
+        else:
+            load_checkpoint(self.hand_net, path, strict=True)
+            self.logger.info(f'loaded weights from {path}')
+
+    def evaluate(self, checkpoint_path=None, saving_fn=None, **kwargs):
+        """Evaluate on ``eval_dataset``; returns ``{'PCK', 'AUC', 'EPE', 'NME'}`` (the configured names)."""
+        if checkpoint_path is not None:
+            from .checkpoint import load_checkpoint
+            load_checkpoint(self.hand_net, checkpoint_path, strict=kwargs.get('strict', True))
+        self.model.to(self.device)
+        self._mode = ModeKeys.EVAL
+        if self.eval_dataloader is None:
+            self.eval_dataloader = self.get_eval_data_loader()
+        self.data_loader = self.eval_dataloader
+        metric_classes = [build_metric(m) for m in self.metrics]
+        if saving_fn is not None:
+            from modelscope.metrics.prediction_saving_wrapper import PredictionSavingWrapper
+            metric_classes.append(PredictionSavingWrapper(saving_fn=saving_fn))
+        for m in metric_classes:
+            m.trainer = self
+        values = self.evaluation_loop(self.eval_dataloader, metric_classes)
+        self._metric_values = values
+        return values
+
+    def evaluation_step(self, data):
+        net = self.hand_net
+        net.eval()
+        test_cfg = dict(net.cfg.get('test_cfg') or {})
+        with torch.no_grad():
+            heatmaps = net.forward_heatmaps(data['img'], flip_test=net.flip_test)
+        post = test_cfg.get('post_process', 'unbiased')
+        post = None if post in ('none', 'None', False) else post
+        coords, scores = decode_heatmaps(heatmaps, data['center'].cpu().numpy(), data['scale'].cpu().numpy(),
+                                         post_process=post, kernel=int(test_cfg.get('modulate_kernel', 11)))
+        return {'preds': coords, 'scores': scores}
+
+    def evaluation_loop(self, data_loader, metric_classes):
+        self.invoke_hook('before_val')
+        net = self.hand_net
+        was_training = net.training
+        if self._dist:  # evaluate the same weights everywhere (BN statistics differ between processes)
+            for b in net.buffers():
+                dist.broadcast(b.data, 0)
+        n = 0
+        t0 = time.time()
+        for batch in data_loader:
+            batch = to_device(batch, self.device)
+            result = self.evaluation_step(batch)
+            for m in metric_classes:
+                m.add(result, batch)
+            n += len(batch['img'])
+        values = {}
+        if self._dist:
+            gathered = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, metric_classes)
+            if is_master():
+                for others in gathered[1:]:
+                    for mine, other in zip(metric_classes, others):
+                        mine.merge(other)
+        if is_master():
+            for m in metric_classes:
+                values.update(m.evaluate())
+        if self._dist:
+            box = [values]
+            dist.broadcast_object_list(box, src=0)
+            values = box[0]
+        if is_master():
+            self.logger.info(f'Evaluation on {n} samples per process in {time.time() - t0:.1f}s: '
+                             + ', '.join(f'{k}={v:.5f}' for k, v in values.items() if isinstance(v, float)))
+        net.train(was_training)
+        self.invoke_hook('after_val')
+        return values
+
+
+def _register():
+    import sys
+
+    from . import compat
+    compat.apply()  # Trainers.easycv, no pip install of pai-easycv (idempotent)
+    compat.register(TRAINERS, 'default', TRAINER_NAME, HandKeypointTrainer, sys.modules[__name__])
+    from modelscope.msdatasets.dataset_cls.custom_datasets.builder import CUSTOM_DATASETS
+    from modelscope.utils.constant import Tasks
+
+    from modelscope.metrics.builder import METRICS
+    from modelscope.trainers.hooks.builder import HOOKS
+    from modelscope.trainers.lrscheduler.builder import LR_SCHEDULER
+
+    from . import hooks
+    from .datasets import coco_wholebody_hand
+    compat.register(CUSTOM_DATASETS, Tasks.hand_2d_keypoints, 'HandCocoWholeBodyDataset',
+                    coco_wholebody_hand.HandCocoWholeBodyDataset, coco_wholebody_hand)
+    compat.register(METRICS, 'default', 'EasyCVMetric', evaluation.EasyCVMetric, evaluation)
+    for name in ('AddLrLogHook', 'HandCheckpointHook', 'HandTextLoggerHook'):
+        compat.register(HOOKS, 'default', name, getattr(hooks, name), hooks)
+    compat.register(LR_SCHEDULER, 'default', 'EasyCVLrScheduler', hooks.EasyCVLrScheduler, hooks)
+
+
+_register()

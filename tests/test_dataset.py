@@ -1,0 +1,304 @@
+"""COCO-WholeBody hand reader and training-time augmentation (issue 5)."""
+import json
+import logging
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from modelscope_handkp.datasets import (CocoWholeBodyHandDataset, DatasetError, TopDownAugmentation,
+                                        load_coco_wholebody_hands, resolve_split_folder, substitute_data_root)
+from modelscope_handkp.transforms import IMAGENET_MEAN, IMAGENET_STD, box_to_center_scale, crop_to_tensor, \
+    get_affine_matrix, transform_points
+
+K = 21
+
+
+# ----------------------------------------------------------------------------- synthetic data
+def _colour(k):
+    return (40 + 10 * k, 250 - 10 * k, 60 + 7 * (k % 5))  # RGB, distinct per keypoint
+
+
+def _hand(cx, cy, size, rng):
+    """21 keypoints on a jittered 5 x 5 grid (12 px apart: their 7 x 7 squares never overlap)."""
+    cells = rng.permutation(25)[:K]
+    grid = np.stack([cells % 5, cells // 5], 1) * 12.0 - 24.0
+    kp = grid + rng.uniform(-2, 2, (K, 2)) + [cx, cy]
+    box = [float(kp[:, 0].min() - 6), float(kp[:, 1].min() - 6), float(np.ptp(kp[:, 0]) + 12),
+           float(np.ptp(kp[:, 1]) + 12)]
+    return kp, box
+
+
+def _draw(kp, w=200, h=160):
+    img = np.zeros((h, w, 3), np.uint8)
+    for k, (x, y) in enumerate(np.round(kp).astype(int)):
+        img[max(0, y - 3):y + 4, max(0, x - 3):x + 4] = _colour(k)
+    return img
+
+
+def make_dataset(root, n=4, seed=0, split='train', width=200, height=160):
+    """A COCO-WholeBody folder: annotations/<split>.json + images/, one right hand per image, each
+    keypoint painted as a 7x7 square of its own colour."""
+    rng = np.random.default_rng(seed)
+    (root / 'images').mkdir(parents=True, exist_ok=True)
+    (root / 'annotations').mkdir(exist_ok=True)
+    images, anns = [], []
+    for i in range(n):
+        kp, box = _hand(width / 2 + rng.uniform(-20, 20), height / 2 + rng.uniform(-15, 15), 50, rng)
+        name = f'img_{i}.png'
+        cv2.imwrite(str(root / 'images' / name), cv2.cvtColor(_draw(kp, width, height), cv2.COLOR_RGB2BGR))
+        kpts = np.concatenate([kp, np.full((K, 1), 2.0)], 1)
+        kpts[3, 2] = 0  # one labelled-but-invisible keypoint
+        images.append({'id': 100 + i, 'file_name': name, 'width': width, 'height': height})
+        anns.append({'id': 500 + i, 'image_id': 100 + i, 'righthand_valid': True,
+                     'righthand_kpts': kpts.reshape(-1).round(3).tolist(), 'righthand_box': box,
+                     'lefthand_valid': False, 'lefthand_kpts': [0] * 63, 'lefthand_box': [0, 0, 0, 0]})
+    ann_file = root / 'annotations' / f'{split}.json'
+    ann_file.write_text(json.dumps({'images': images, 'annotations': anns, 'categories': [{'id': 1}]}))
+    return root, ann_file
+
+
+def _edit(ann_file, fn):
+    data = json.loads(ann_file.read_text())
+    fn(data)
+    ann_file.write_text(json.dumps(data))
+
+
+# ----------------------------------------------------------------------------- reading
+def test_open_hands_val_records(data_dir):
+    ann = data_dir / 'open_hands' / 'annotations' / 'val.json'
+    rec = load_coco_wholebody_hands(str(ann), str(data_dir / 'open_hands' / 'images'))
+    assert len(rec) == 531  # README: val 531 hands
+    assert rec.joints.shape == (531, K, 2) and rec.joints.dtype == np.float32
+    assert int((rec.visible == 0).sum()) == 32  # README: 32 of 11,151 points with v = 0
+    assert set(np.unique(rec.visible)) <= {0.0, 1.0}
+    c, s = box_to_center_scale(rec.boxes, 'xywh', image_size=(256, 256), padding=1.25)
+    np.testing.assert_array_equal(rec.centers, c)
+    np.testing.assert_array_equal(rec.scales, s)
+    # first annotation: righthand_box [33.39, 18.65, 27.48, 61.75] -> square of 61.75 px, x 1.25 / 200
+    assert rec.image_files[0].endswith('sign_digits/0_IMG_1138.jpg') and rec.sides[0] == 'right'
+    np.testing.assert_allclose(rec.centers[0], [33.39 + 27.48 / 2, 18.65 + 61.75 / 2], rtol=1e-6)
+    np.testing.assert_allclose(rec.scales[0], [61.75 / 200 * 1.25] * 2, rtol=1e-6)
+    raw = json.loads(ann.read_text())['annotations'][0]['righthand_kpts']
+    np.testing.assert_allclose(rec.joints[0], np.asarray(raw, np.float32).reshape(K, 3)[:, :2])
+
+
+def test_open_hands_train_count_and_folder_resolution(data_dir):
+    root = data_dir / 'open_hands'
+    ann, prefix, hints = resolve_split_folder(str(root), None, train=True)
+    assert ann.endswith('annotations/train.json') and prefix is None
+    ds = CocoWholeBodyHandDataset(ann, prefix, prefix_hints=hints)
+    assert len(ds) == 4910 and int((ds.records.visible == 0).sum()) == 351  # README numbers
+    assert ds.img_prefix == str(root / 'images')
+    assert resolve_split_folder(str(root), None, train=False)[0].endswith('annotations/val.json')
+    assert resolve_split_folder(str(root), 'validation', train=False)[0].endswith('annotations/val.json')
+    assert resolve_split_folder(str(data_dir / 'eval_hgc'), None, train=False)[0].endswith('test.json')
+    assert resolve_split_folder(str(data_dir / 'hands' / 'coco'), None, train=False)[0].endswith(
+        'test_coco_wholebody.json')
+
+
+def test_eval_sample_is_the_rgb_crop(data_dir):
+    root = data_dir / 'open_hands'
+    ds = CocoWholeBodyHandDataset(str(root / 'annotations' / 'val.json'), str(root / 'images'), test_mode=True)
+    for i in (0, 200):
+        s = ds[i]
+        rgb = cv2.cvtColor(cv2.imread(ds.records.image_files[i]), cv2.COLOR_BGR2RGB)
+        ref = crop_to_tensor(rgb, ds.records.centers[i][None], ds.records.scales[i][None], (256, 256))[0]
+        assert torch.equal(s['img'], ref)
+        assert s['index'] == i
+        np.testing.assert_array_equal(s['bbox'].numpy(), ds.records.boxes[i])
+
+
+def test_data_root_substitution(tmp_path):
+    root, ann = make_dataset(tmp_path / 'ds', n=2)
+    assert substitute_data_root({'a': '${data_root}/x', 'b': {'c': '${data_root}'}}, '/r/') == {
+        'a': '/r/x', 'b': {'c': '/r'}}
+    with pytest.raises(DatasetError, match='data root'):
+        substitute_data_root('${data_root}/a.json', None)
+    ds = CocoWholeBodyHandDataset('${data_root}/annotations/train.json', '${data_root}/images', data_root=str(root))
+    assert len(ds) == 2 and ds.img_prefix == str(root / 'images')
+    ds = CocoWholeBodyHandDataset('annotations/train.json', 'images', data_root=str(root))  # relative to data_root
+    assert len(ds) == 2
+
+
+def test_left_and_right_hands_and_validity_rules(tmp_path):
+    root, ann = make_dataset(tmp_path / 'ds', n=3)
+
+    def edit(d):
+        a = d['annotations']
+        a[0]['lefthand_valid'] = True  # a second hand in image 0
+        a[0]['lefthand_kpts'] = [5.0, 6.0, 1.0] * K
+        a[0]['lefthand_box'] = [1, 2, 30, 40]
+        a[1]['righthand_kpts'] = [0.0] * 63  # valid flag but all zeros: not a hand (EasyCV rule)
+        a[2]['righthand_valid'] = False
+
+    _edit(ann, edit)
+    rec = load_coco_wholebody_hands(str(ann), str(root / 'images'))
+    assert rec.sides == ['left', 'right'] and list(rec.ann_ids) == [500, 500]
+    np.testing.assert_array_equal(rec.boxes[0], [1, 2, 30, 40])
+    assert float(rec.visible[1, 3]) == 0.0 and float(rec.visible[1, 0]) == 1.0  # min(1, v)
+
+
+# ----------------------------------------------------------------------------- bad data
+@pytest.mark.parametrize('case, message', [
+    ('missing_image', r"image file .*nothere\.png.* id=100.* does not exist"),
+    ('short_kpts', r'annotations\[1\] \(id=501\): righthand_kpts must be a list of 63 numbers, got 60 values'),
+    ('nan_kpts', r'annotations\[1\] \(id=501\): righthand_kpts holds NaN'),
+    ('text_kpts', r'annotations\[1\] \(id=501\): righthand_kpts holds non-numeric'),
+    ('empty_box', r'annotations\[1\] \(id=501\): righthand_box .* has no area'),
+    ('unknown_image', r'annotations\[1\] \(id=501\): image_id 999 is not in "images"'),
+    ('image_entry', r'images\[0\] needs an "id" and a non-empty "file_name"'),
+])
+def test_malformed_entries_name_file_and_entry(tmp_path, case, message):
+    root, ann = make_dataset(tmp_path / 'ds', n=3)
+
+    def edit(d):
+        a = d['annotations'][1]
+        if case == 'missing_image':
+            d['images'][0]['file_name'] = 'nothere.png'
+        elif case == 'short_kpts':
+            a['righthand_kpts'] = a['righthand_kpts'][:60]
+        elif case == 'nan_kpts':
+            a['righthand_kpts'][4] = float('nan')
+        elif case == 'text_kpts':
+            a['righthand_kpts'][4] = 'x'
+        elif case == 'empty_box':
+            a['righthand_box'] = [3, 4, 0, 10]
+        elif case == 'unknown_image':
+            a['image_id'] = 999
+        elif case == 'image_entry':
+            del d['images'][0]['file_name']
+
+    _edit(ann, edit)
+    with pytest.raises(DatasetError, match=message) as e:
+        CocoWholeBodyHandDataset(str(ann), str(root / 'images'))
+    assert str(ann) in str(e.value) and 'skip_invalid=True' in str(e.value)
+
+
+def test_skip_invalid_logs_and_counts(tmp_path, caplog):
+    root, ann = make_dataset(tmp_path / 'ds', n=5)
+
+    def edit(d):
+        d['images'][0]['file_name'] = 'gone.png'
+        d['annotations'][3]['righthand_kpts'] = [1, 2]
+
+    _edit(ann, edit)
+    with caplog.at_level(logging.WARNING, logger='modelscope_handkp.datasets'):
+        ds = CocoWholeBodyHandDataset(str(ann), str(root / 'images'), skip_invalid=True)
+    assert len(ds) == 3 and ds.skipped == 2
+    assert list(ds.records.ann_ids) == [501, 502, 504]
+    assert 'skipped 2 invalid entries' in caplog.text and 'gone.png' in caplog.text
+
+
+def test_unusable_annotation_files(tmp_path):
+    with pytest.raises(DatasetError, match='does not exist'):
+        CocoWholeBodyHandDataset(str(tmp_path / 'none.json'), str(tmp_path))
+    bad = tmp_path / 'bad.json'
+    bad.write_text('{"images": [')
+    with pytest.raises(DatasetError, match=r'bad\.json.* is not valid JSON'):
+        CocoWholeBodyHandDataset(str(bad), str(tmp_path))
+    bad.write_text('[1, 2]')
+    with pytest.raises(DatasetError, match='is not COCO-WholeBody JSON'):
+        CocoWholeBodyHandDataset(str(bad), str(tmp_path))
+    empty = tmp_path / 'emptyfolder'
+    empty.mkdir()
+    with pytest.raises(DatasetError, match='no annotation file'):
+        resolve_split_folder(str(empty))
+
+
+def test_undecodable_image_names_the_file(tmp_path):
+    root, ann = make_dataset(tmp_path / 'ds', n=2)
+    (root / 'images' / 'img_1.png').write_text('not an image')
+    ds = CocoWholeBodyHandDataset(str(ann), str(root / 'images'))
+    ds[0]
+    with pytest.raises(DatasetError, match=r'img_1\.png.*annotation id=501.*cannot be decoded'):
+        ds[1]
+
+
+# ----------------------------------------------------------------------------- augmentation
+def test_random_parameters_follow_easycv():
+    aug = TopDownAugmentation(flip_prob=0.5, scale_factor=0.25, rot_factor=30, rot_prob=0.6)
+    flip, s, r = aug.random_params(np.random.default_rng(0), 40000)
+    assert s.min() >= 0.75 and s.max() <= 1.25 and r.min() >= -60 and r.max() <= 60
+    assert abs(flip.mean() - 0.5) < 0.01
+    assert abs((r == 0).mean() - 0.4) < 0.01  # rotation applied with probability 0.6
+    # clipping at +-1 sigma for the scale (2 x 15.9 %) and +-2 sigma for the rotation (0.6 x 4.6 %)
+    assert abs(np.isclose(s, 0.75).mean() + np.isclose(s, 1.25).mean() - 0.3173) < 0.01
+    assert abs((np.abs(r) == 60).mean() - 0.6 * 0.0455) < 0.005
+    assert abs(np.std(r[(r != 0) & (np.abs(r) < 60)]) - 26.39) < 0.8  # normal(0, 30) truncated at 2 sigma
+    ev = TopDownAugmentation(train=False)
+    f, s0, r0 = ev.random_params(None, 3)
+    assert not f.any() and (s0 == 1).all() and (r0 == 0).all()
+
+
+def _mmpose_reference(img, joints, center, scale, flip, sfac, rot, size):
+    """EasyCV/mmpose-0.x order: TopDownRandomFlip (image copy, x -> W-1-x, centre), scale/rotation,
+    TopDownAffine with get_affine_transform."""
+    joints = np.asarray(joints, np.float64).copy()
+    c = np.asarray(center, np.float32).copy()
+    if flip:
+        img = img[:, ::-1].copy()
+        joints[:, 0] = img.shape[1] - 1 - joints[:, 0]
+        c[0] = img.shape[1] - c[0] - 1
+    m = get_affine_matrix(c, np.asarray(scale, np.float32) * np.float32(sfac), rot, size)
+    crop = cv2.warpAffine(img, m, size, flags=cv2.INTER_LINEAR)
+    return crop, transform_points(joints, m)
+
+
+def _denormalize(t):
+    x = t.numpy().transpose(1, 2, 0) * IMAGENET_STD + IMAGENET_MEAN
+    return np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize('seed', range(6))
+def test_train_sample_matches_mmpose_order_and_image_content(tmp_path, seed):
+    root, ann = make_dataset(tmp_path / 'ds', n=1, seed=seed)
+    pipeline = [dict(type='TopDownRandomFlip', flip_prob=0.5),
+                dict(type='TopDownGetRandomScaleRotation', rot_factor=30, scale_factor=0.25),
+                dict(type='TopDownAffine'), dict(type='MMToTensor'),
+                dict(type='NormalizeTensor', mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+                dict(type='TopDownGenerateTarget', sigma=3), dict(type='PoseCollect', keys=['img'])]
+    ds = CocoWholeBodyHandDataset(str(ann), str(root / 'images'), pipeline=pipeline, seed=seed)
+    rec = ds.records
+    img = cv2.cvtColor(cv2.imread(rec.image_files[0]), cv2.COLOR_BGR2RGB)
+    out = ds.augment(img, rec.joints[0], rec.visible[0], rec.centers[0], rec.scales[0], ds.rng(0))
+    ref_crop, ref_kp = _mmpose_reference(img, rec.joints[0], rec.centers[0], rec.scales[0], out['flip'],
+                                         out['scale_factor'], out['rotation'], (256, 256))
+    crop = _denormalize(out['img'])
+    # same pixels as flipping the image first (the flip is folded into the warp matrix)
+    diff = np.abs(crop.astype(int) - ref_crop.astype(int))
+    assert diff.mean() < 0.5 and np.mean(diff > 8) < 0.01
+    # every visible keypoint lands on its own colour in the crop (geometry of image == keypoints, RGB order)
+    vis = rec.visible[0] > 0
+    for k in np.flatnonzero(vis):
+        u, v = np.round(ref_kp[k]).astype(int)
+        if 2 <= u < 254 and 2 <= v < 254:
+            assert np.abs(crop[v, u].astype(int) - _colour(k)).max() <= 30, (k, crop[v, u], _colour(k))
+    # targets: MSRA Gaussians (sigma 3) at the transformed keypoints, weight 0 for v = 0
+    mu = np.trunc(ref_kp / 4.0 + 0.5)
+    tw = out['target_weight'].numpy()[:, 0]
+    assert tw[3] == 0 and out['target'][3].abs().sum() == 0
+    for k in np.flatnonzero(tw):
+        t = out['target'][k].numpy()
+        y, x = np.unravel_index(np.argmax(t), t.shape)
+        assert (x, y) == tuple(mu[k].astype(int)) and t[y, x] == 1.0
+    assert out['target'].shape == (K, 64, 64) and out['target'].dtype == torch.float32
+    # deterministic per (seed, epoch, index); a new epoch draws again
+    s1, s2 = ds[0], ds[0]
+    assert torch.equal(s1['img'], s2['img']) and torch.equal(s1['target'], s2['target'])
+    assert set(s1) == {'img', 'target', 'target_weight'}
+    ds.set_epoch(1)
+    assert not torch.equal(ds[0]['img'], s1['img'])
+
+
+def test_pipeline_parsing():
+    aug = TopDownAugmentation.from_pipeline([dict(type='TopDownRandomFlip', flip_prob=0.3),
+                                             dict(type='TopDownGenerateTarget', sigma=2, unbiased_encoding=True)],
+                                            image_size=(128, 160))
+    assert aug.flip_prob == 0.3 and aug.scale_factor == 0 and aug.rot_factor == 0
+    assert aug.codec.sigma == 2 and aug.codec.unbiased_encoding and aug.heatmap_size == (32, 40)
+    with pytest.raises(ValueError, match="'TopDownRandomShiftBboxCenter'.*not supported"):
+        TopDownAugmentation.from_pipeline([dict(type='TopDownRandomShiftBboxCenter')])
+    with pytest.raises(ValueError, match='use_udp'):
+        TopDownAugmentation.from_pipeline([dict(type='TopDownAffine', use_udp=True)])

@@ -1,0 +1,330 @@
+"""build_trainer('easycv', ...): training, evaluation, checkpoints, resume, datasets (issue 5).
+
+Tiny configurations (a narrow HRNet at 64 x 64 px) and 16 open_hands images keep the CPU time low.
+"""
+import json
+import os
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import modelscope_handkp  # noqa: F401  (registers the trainer, hooks, metric)
+from modelscope_handkp.checkpoint import load_checkpoint
+from modelscope_handkp.codec import decode_heatmaps
+from modelscope_handkp.datasets import DatasetError
+from modelscope_handkp.evaluation import EasyCVMetric
+from modelscope_handkp.hooks import EasyCVLrScheduler
+from modelscope_handkp.metrics import keypoint_metrics
+from modelscope_handkp.model_dir import decode_jsonplus, handkp_configuration
+from modelscope_handkp.models import build_hand_model, hrnet_extra, hrnet_model_cfg
+from modelscope_handkp.transforms import box_to_center_scale, crop_to_tensor
+
+K = 21
+BASE = {'train.dataloader.batch_size_per_gpu': 4, 'train.dataloader.workers_per_gpu': 0,
+        'evaluation.dataloader.batch_size_per_gpu': 8, 'evaluation.dataloader.workers_per_gpu': 0,
+        'train.logging.interval': 1}
+
+
+# ----------------------------------------------------------------------------- helpers (also used by test_ddp)
+def make_tiny_model_dir(dst, reference_dir, size=64, width=8):
+    """A configuration-only model directory (this plugin's format) of a narrow HRNet: the published
+    configuration's train/evaluation/dataset sections with a tiny network."""
+    base = decode_jsonplus(json.loads((reference_dir / 'official_like_model' / 'configuration.json').read_text()))
+    mc = hrnet_model_cfg(hrnet_extra(width, blocks=1, modules=(1, 1, 1, 1), stem_blocks=1), image_size=(size, size))
+    cfg = handkp_configuration(mc, {'type': 'none'}, base=base)
+    os.makedirs(dst, exist_ok=True)
+    with open(os.path.join(dst, 'configuration.json'), 'w') as f:
+        json.dump(cfg, f, indent=1)
+    return str(dst)
+
+
+def subset_annotations(src, dst, n, start=0):
+    """The first ``n`` annotations (and their images) of a COCO-WholeBody file."""
+    d = json.loads(open(src).read())
+    d['annotations'] = d['annotations'][start:start + n]
+    ids = {a['image_id'] for a in d['annotations']}
+    d['images'] = [im for im in d['images'] if im['id'] in ids]
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    with open(dst, 'w') as f:
+        json.dump(d, f)
+    return str(dst)
+
+
+def open_hands_subset(data_dir, tmp, split='train', n=16, start=0):
+    """{'ann_file', 'img_prefix'} of ``n`` open_hands images."""
+    root = data_dir / 'open_hands'
+    ann = subset_annotations(root / 'annotations' / f'{split}.json', tmp / f'{split}_{n}.json', n, start)
+    return {'ann_file': ann, 'img_prefix': str(root / 'images')}
+
+
+def build(model, work_dir, train=None, evald=None, cfg_options=None, **kw):
+    from modelscope.metainfo import Trainers
+    from modelscope.trainers import build_trainer
+    opts = dict(BASE)
+    opts.update(cfg_options or {})
+    return build_trainer(Trainers.easycv, default_args=dict(model=model, train_dataset=train, eval_dataset=evald,
+                                                            work_dir=str(work_dir), cfg_options=opts,
+                                                            device='cpu', **kw))
+
+
+def state(trainer):
+    return {k: v.detach().clone() for k, v in trainer.hand_net.state_dict().items()}
+
+
+@pytest.fixture(scope='module')
+def tiny_dir(reference_dir, tmp_path_factory):
+    return make_tiny_model_dir(tmp_path_factory.mktemp('tiny') / 'model', reference_dir)
+
+
+@pytest.fixture(scope='module')
+def train16(data_dir, tmp_path_factory):
+    return open_hands_subset(data_dir, tmp_path_factory.mktemp('data'), 'train', 16)
+
+
+@pytest.fixture(scope='module')
+def val8(data_dir, tmp_path_factory):
+    return open_hands_subset(data_dir, tmp_path_factory.mktemp('data'), 'val', 8)
+
+
+# ----------------------------------------------------------------------------- LR schedule (no data)
+def test_easycv_step_schedule_with_linear_warmup():
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=5e-4)
+    sch = EasyCVLrScheduler(opt, iters_per_epoch=10, policy='step', step=[170, 200], warmup='linear',
+                            warmup_iters=500, warmup_ratio=0.001)
+    lrs = [opt.param_groups[0]['lr']]
+    for _ in range(2100):
+        opt.step()
+        sch.step()
+        lrs.append(opt.param_groups[0]['lr'])
+    assert lrs[0] == pytest.approx(5e-4 * 0.001)
+    assert lrs[250] == pytest.approx(5e-4 * (1 - 0.5 * 0.999))
+    assert lrs[499] == pytest.approx(5e-4 * (1 - (1 / 500) * 0.999))
+    assert lrs[500] == pytest.approx(5e-4) and lrs[1699] == pytest.approx(5e-4)  # epoch 169
+    assert lrs[1700] == pytest.approx(5e-5) and lrs[1999] == pytest.approx(5e-5)  # epochs 170-199
+    assert lrs[2000] == pytest.approx(5e-6)  # epoch 200
+    assert all(b >= a for a, b in zip(lrs[:500], lrs[1:501]))  # warmup rises monotonically
+    # the schedule resumes from its state dict
+    opt2 = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=5e-4)
+    sch2 = EasyCVLrScheduler(opt2, iters_per_epoch=10, policy='step', step=[170, 200], warmup='linear',
+                             warmup_iters=500, warmup_ratio=0.001)
+    sch2.load_state_dict(sch.state_dict())
+    assert sch2.lr_at(5e-4, 1750) == pytest.approx(5e-5) and sch2.last_epoch == 2100
+    with pytest.raises(ValueError, match="policy 'step' needs"):
+        EasyCVLrScheduler(opt, iters_per_epoch=10, policy='step')
+
+
+def test_easycv_metric_matches_reference_and_dedupes(metrics_ref):
+    ref = metrics_ref
+    m = EasyCVMetric(evaluators=[dict(type='KeyPointEvaluator', metric_names=['PCK', 'AUC', 'EPE', 'NME'],
+                                      pck_thr=0.2, auc_nor=30)])
+    n = len(ref['gt'])
+    idx = np.arange(n)
+    half = n // 2
+    other = EasyCVMetric()
+    for lo, hi, target in ((0, half, m), (half, n, other), (0, 5, other)):  # rows 0-4 twice (sampler padding)
+        target.add({'preds': torch.from_numpy(ref['pred'][lo:hi])},
+                   {'joints': torch.from_numpy(ref['gt'][lo:hi]), 'visible': torch.from_numpy(ref['visible'][lo:hi]),
+                    'bbox': torch.from_numpy(ref['bbox_xywh'][lo:hi]), 'index': torch.from_numpy(idx[lo:hi])})
+    m.merge(other)
+    out = m.evaluate()
+    assert set(out) == {'PCK', 'AUC', 'EPE', 'NME'}
+    for k in out:
+        assert out[k] == pytest.approx(float(ref[k]), rel=1e-6, abs=1e-7), k
+    with pytest.raises(ValueError, match='PCKh'):
+        EasyCVMetric(evaluators=[dict(type='KeyPointEvaluator', metric_names=['PCKh'])])
+
+
+# ----------------------------------------------------------------------------- training
+def test_one_epoch_lowers_loss_and_writes_a_loadable_model_dir(tiny_dir, train16, val8, tmp_path):
+    from modelscope.pipelines import pipeline
+    from modelscope.utils.constant import Tasks
+    t = build(tiny_dir, tmp_path / 'wd', train16, val8,
+              {'train.max_epochs': 1, 'train.optimizer.lr': 2e-3, 'train.lr_scheduler.warmup': None,
+               'evaluation.period.interval': 1})
+    assert len(t.train_dataset) == 16 and len(t.eval_dataset) == 8
+    batch = torch.utils.data.default_collate([t.train_dataset[i] for i in range(16)])
+
+    def fixed_loss():
+        import copy
+        net = copy.deepcopy(t.hand_net).train()  # batch statistics, no side effects on the trainer's model
+        with torch.no_grad():
+            return float(net.loss(net(batch['img']), batch['target'], batch['target_weight']))
+
+    before = fixed_loss()
+    t.train()
+    after = fixed_loss()
+    assert after < 0.5 * before, (before, after)
+
+    out = tmp_path / 'wd' / 'output'
+    assert sorted(os.listdir(out)) == ['configuration.json', 'pytorch_model.pt']
+    assert not [f for f in os.listdir(tmp_path / 'wd') if '.tmp' in f]
+    saved = torch.load(out / 'pytorch_model.pt', weights_only=True)
+    assert saved['meta']['epoch'] == 1 and set(saved['meta']['metrics']) == {'PCK', 'AUC', 'EPE', 'NME'}
+    for k, v in state(t).items():
+        assert torch.equal(saved['state_dict'][k], v), k
+    assert (tmp_path / 'wd' / 'output_best' / 'pytorch_model.pt').is_file()
+    best = json.loads((tmp_path / 'wd' / 'best.json').read_text())
+    assert best['metric'] == 'PCK' and best['epoch'] == 1 and best['value'] == pytest.approx(t.metric_values['PCK'])
+
+    # logs: JSON lines with loss, lr, img/s, ETA, and the evaluation record
+    records = [json.loads(line) for line in (tmp_path / 'wd' / 'train_log.jsonl').read_text().splitlines()]
+    train_recs = [r for r in records if r['mode'] == 'train']
+    assert len(train_recs) == 4 and all({'loss', 'lr', 'img_per_s', 'eta_s'} <= set(r) for r in train_recs)
+    assert train_recs[0]['lr'] == pytest.approx(2e-3)
+    assert [r for r in records if r['mode'] == 'eval'][0]['evaluation/PCK'] == pytest.approx(
+        t.metric_values['PCK'], abs=1e-5)
+
+    # the model directory is what pipeline() loads; same weights, same keypoints as the trainer's network
+    p = pipeline(Tasks.hand_2d_keypoints, model=str(out))
+    img = t.eval_dataset.records.image_files[0]
+    box = t.eval_dataset.records.boxes[0]
+    res = p(img, boxes=[[box[0], box[1], box[0] + box[2], box[1] + box[3]]])
+    assert res['keypoints'].shape == (1, K, 3) and np.isfinite(res['keypoints']).all()
+    loaded = p.model.hand_model.state_dict()
+    assert loaded.keys() == state(t).keys() and all(torch.equal(loaded[k], v) for k, v in state(t).items())
+    assert tuple(p.model.hand_model.input_size) == (64, 64)
+
+    # a finished run is not overwritten by accident
+    t2 = build(tiny_dir, tmp_path / 'wd', train16, None, {'train.max_epochs': 1})
+    with pytest.raises(FileExistsError, match='resume=True.*overwrite=True'):
+        t2.train()
+
+
+def test_evaluate_official_like_model_dir_equals_keypoint_metrics(reference_dir, hrnet_synth_state_dict,
+                                                                   ssdlite_synth_state_dict, data_dir, tmp_path):
+    model_dir = tmp_path / 'official'
+    shutil.copytree(reference_dir / 'official_like_model', model_dir)
+    for d in (model_dir, model_dir / 'detection'):
+        os.chmod(d, 0o755)
+    torch.save({'state_dict': hrnet_synth_state_dict, 'meta': {}}, model_dir / 'pytorch_model.pt')
+    torch.save({'state_dict': ssdlite_synth_state_dict, 'meta': {}}, model_dir / 'detection' / 'detection_model.pth')
+    val = open_hands_subset(data_dir, tmp_path, 'val', 6, start=40)
+    t = build(str(model_dir), tmp_path / 'wd', None, val)
+    metrics = t.evaluate()
+    assert set(metrics) == {'PCK', 'AUC', 'EPE', 'NME'}
+
+    # the same predictions computed independently: GT box -> centre/scale, RGB crop, flip test, DARK
+    anns = json.loads(open(val['ann_file']).read())
+    names = {im['id']: im['file_name'] for im in anns['images']}
+    net = load_checkpoint(build_hand_model(), hrnet_synth_state_dict).eval()
+    crops, centers, scales, gts, vis, boxes = [], [], [], [], [], []
+    for a in anns['annotations']:
+        for side in ('left', 'right'):
+            kp = np.asarray(a[f'{side}hand_kpts'], np.float32).reshape(K, 3)
+            if not a[f'{side}hand_valid'] or kp.max() <= 0:
+                continue
+            c, s = box_to_center_scale(a[f'{side}hand_box'], 'xywh', (256, 256), 1.25)
+            rgb = cv2.cvtColor(cv2.imread(os.path.join(val['img_prefix'], names[a['image_id']])), cv2.COLOR_BGR2RGB)
+            crops.append(crop_to_tensor(rgb, c[None], s[None], (256, 256)))
+            centers.append(c)
+            scales.append(s)
+            gts.append(kp[:, :2])
+            vis.append(np.minimum(1, kp[:, 2]))
+            boxes.append(a[f'{side}hand_box'])
+    with torch.no_grad():
+        heat = net.forward_heatmaps(torch.cat(crops), flip_test=True)
+    pred, _ = decode_heatmaps(heat, np.stack(centers), np.stack(scales), 'unbiased', 11)
+    ref = keypoint_metrics(pred, np.stack(gts), np.stack(vis), np.asarray(boxes, np.float32), pck_thr=0.2,
+                           auc_norm=30)
+    assert len(crops) == len(t.eval_dataset) == 6
+    for k in ref:
+        assert metrics[k] == pytest.approx(ref[k], rel=1e-5, abs=1e-6), (k, metrics, ref)
+    assert t.cfg.train.lr_scheduler.policy == 'step' and list(t.cfg.train.lr_scheduler.step) == [170, 200]
+    assert t.cfg.train.max_epochs == 210
+
+    # a model directory written by this trainer keeps the published detector and loads in pipeline()
+    from modelscope.pipelines import pipeline
+    from modelscope.utils.constant import Tasks
+    out = t.export_model_dir(str(tmp_path / 'exported'), {'epoch': 0})
+    cfg = json.loads(open(os.path.join(out, 'configuration.json')).read())
+    assert 'plugins' not in cfg and cfg['model']['type'] == 'handkp-topdown-hrnet'
+    assert cfg['detector']['type'] == 'ssdlite' and cfg['detector']['score_threshold'] == 0.5
+    assert open(os.path.join(out, cfg['detector']['checkpoint']), 'rb').read() == open(
+        model_dir / 'detection' / 'detection_model.pth', 'rb').read()
+    p = pipeline(Tasks.hand_2d_keypoints, model=out)
+    for k, v in p.model.hand_model.state_dict().items():
+        assert torch.equal(v, hrnet_synth_state_dict[k]), k
+
+
+class _Crash(Exception):
+    pass
+
+
+def _crash_hook(epoch, inner_iter):
+    from modelscope.trainers.hooks.hook import Hook
+
+    class CrashHook(Hook):
+        def before_train_iter(self, trainer):
+            if trainer.epoch == epoch and trainer.inner_iter == inner_iter:
+                raise _Crash(f'injected crash at epoch {epoch} iteration {inner_iter}')
+
+    return CrashHook()
+
+
+def test_resume_after_crash_gives_the_uninterrupted_result(tiny_dir, train16, val8, tmp_path):
+    opts = {'train.max_epochs': 2, 'evaluation.period.interval': 1, 'train.checkpoint.period.interval': 1}
+    a = build(tiny_dir, tmp_path / 'a', train16, val8, opts)
+    a.train()
+    final_a = state(a)
+    b = build(tiny_dir, tmp_path / 'b', train16, val8, opts, callbacks=[_crash_hook(1, 2)])
+    with pytest.raises(_Crash):
+        b.train()
+    assert b.epoch == 1 and b.inner_iter == 2
+    c = build(tiny_dir, tmp_path / 'b', train16, val8, opts, resume=True)
+    c.train()
+    assert c.epoch == 2 and c.iter == a.iter == 8
+    final_c = state(c)
+    for k in final_a:
+        assert torch.equal(final_a[k], final_c[k]), k
+    assert c.optimizer.param_groups[0]['lr'] == a.optimizer.param_groups[0]['lr']
+    ka = a.optimizer.state_dict()['state']
+    kc = c.optimizer.state_dict()['state']
+    assert all(torch.equal(ka[i]['exp_avg'], kc[i]['exp_avg']) for i in ka)
+    assert c.metric_values == a.metric_values
+    # 500-iteration linear warmup of the published schedule: lr after 8 iterations
+    assert a.optimizer.param_groups[0]['lr'] == pytest.approx(5e-4 * (1 - (1 - 8 / 500) * 0.999))
+    # overwrite=True replaces a finished run
+    d = build(tiny_dir, tmp_path / 'a', train16, None, {'train.max_epochs': 1}, overwrite=True)
+    d.train()
+    assert torch.load(tmp_path / 'a' / 'latest.pth', weights_only=True)['epoch'] == 1
+
+
+# ----------------------------------------------------------------------------- dataset inputs
+def test_dataset_inputs_msdataset_folder_and_data_root(tiny_dir, train16, data_dir, tmp_path):
+    from modelscope.msdatasets import MsDataset
+    from modelscope.msdatasets.dataset_cls.dataset import ExternalDataset
+    from modelscope.utils.config import Config
+    folder = tmp_path / 'hub_split'
+    os.makedirs(folder / 'annotations')
+    shutil.copyfile(train16['ann_file'], folder / 'annotations' / 'train.json')
+    os.symlink(data_dir / 'open_hands' / 'images', folder / 'images')
+    # a zip dataset split as MsDataset gives it: ExternalDataset with split_config {split: local folder}
+    ms = MsDataset(ExternalDataset({'train': str(folder)}, {}))
+    t = build(tiny_dir, tmp_path / 'wd', ms, str(folder), {'train.max_epochs': 1})
+    assert len(t.train_dataset) == 16 and t.train_dataset.img_prefix == str(folder / 'images')
+    assert t.eval_dataset.test_mode and len(t.eval_dataset) == 16
+    # ${data_root} in the configured data_source is the split folder
+    ms = MsDataset(ExternalDataset({'train': str(folder) + '/'}, {}))
+    t = build(tiny_dir, tmp_path / 'wd', ms, None, {
+        'dataset.train.data_source.ann_file': '${data_root}/annotations/train.json',
+        'dataset.train.data_source.img_prefix': '${data_root}/images/'})
+    assert len(t.train_dataset) == 16 and t.train_dataset.ann_file == str(folder / 'annotations' / 'train.json')
+    # ModelScope's own conversion (MsDataset.to_custom_dataset) builds the registered HandCocoWholeBodyDataset
+    cfg = Config(decode_jsonplus(json.loads(open(os.path.join(tiny_dir, 'configuration.json')).read())))
+    ms = MsDataset(ExternalDataset({'train': str(folder)}, {}))
+    ms.to_custom_dataset(custom_cfg=cfg, mode='train')
+    assert type(ms.ds_instance).__name__ == 'HandCocoWholeBodyDataset' and len(ms.ds_instance) == 16
+    assert set(ms.ds_instance[0]) == {'img', 'target', 'target_weight'}
+    # a local folder loaded with MsDataset.load(folder, split=...)
+    local = MsDataset.load(str(folder), split='train')
+    t = build(tiny_dir, tmp_path / 'wd', local, None, {})
+    assert len(t.train_dataset) == 16
+    # errors name the problem
+    with pytest.raises(DatasetError, match='does not exist'):
+        build(tiny_dir, tmp_path / 'wd', str(tmp_path / 'nowhere'), None)
+    t = build(tiny_dir, tmp_path / 'wd', train16, None)
+    with pytest.raises(ValueError, match='no evaluation data'):
+        t.evaluate()
