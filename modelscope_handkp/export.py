@@ -1,0 +1,260 @@
+"""ONNX export of the keypoint network (flip test and DARK decoding inside the graph) and of the
+SSDLite hand detector (raw head outputs).
+
+Keypoint graph (:func:`export_keypoint_onnx`)::
+
+    inputs   crops      float32 [N, 3, H, W]   normalised RGB crops (transforms.crop_to_tensor)
+             centers    float32 [N, 2]         crop centres, image pixels
+             scales     float32 [N, 2]         crop sizes / 200 px
+             rotations  float32 [N]            (only with ``rotations=True``) crop rotation, degrees
+    outputs  keypoints  float32 [N, K, 2]      image pixels
+             scores     float32 [N, K, 1]      heatmap peak values
+
+``N`` is dynamic (0 included).  With ``flip_test`` the crops and their mirror images go through
+the network as one batch; the mirrored heatmaps are flipped back, shifted one pixel and
+averaged, as :meth:`TopDownHandModel.forward_heatmaps`.  Decoding is
+:func:`modelscope_handkp.decode_torch.decode_heatmaps` with the full-map blur.  BatchNorm is folded
+into the convolutions before export (:mod:`modelscope_handkp.models.fuse`).
+
+Decoder-only graph (:func:`export_decoder_onnx`): ``heatmaps [N, K, h, w]`` + the same geometry
+inputs -> ``keypoints``, ``scores``.
+
+Network-only graph (:func:`export_keypoint_net`): ``crops [N, 3, H, W] -> heatmaps [N, K, h, w]``,
+what the ONNX Runtime / OpenVINO backends run (flip batching and decoding stay on the host).
+
+Detector graph (:func:`export_detector_onnx`): ``images [N, 3, 320, 320]`` (preprocessed as
+``SSDLiteHandDetector.preprocess``) -> ``cls_logits [N, A, C+1]``, ``bbox_deltas [N, A, 4]``; the
+anchors, box decoding and NMS stay outside (``detector.anchors()``, ``detector.postprocess``).
+
+Graphs are written with the TorchScript-based exporter (``dynamo=False``; needs only the
+``onnx`` package), opset 17, and checked with ``onnx.checker``.  Every graph carries metadata
+(``handkp.*`` keys) describing its inputs.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .decode_torch import HeatmapDecoder
+from .models.fuse import fold_batchnorm, is_folded
+from .models.topdown import flip_back_heatmaps
+from .transforms import IMAGENET_MEAN, IMAGENET_STD
+
+__all__ = ['KeypointGraph', 'export_keypoint_onnx', 'export_keypoint_net', 'export_decoder_onnx',
+           'export_detector_onnx',
+           'DEFAULT_OPSET', 'read_metadata']
+
+DEFAULT_OPSET = 17
+FROM_MODEL = 'from_model'  # post_process default: the model's test_cfg
+
+
+class KeypointGraph(nn.Module):
+    """crops + crop geometry -> (keypoints, scores): network, flip test and decoding in one module."""
+
+    def __init__(self, model: nn.Module, flip_test: bool = True, post_process: str | None = FROM_MODEL,
+                 kernel: int | None = None, fold_bn: bool = True):
+        super().__init__()
+        test_cfg = (getattr(model, 'cfg', {}) or {}).get('test_cfg', {}) or {}
+        self.net = fold_batchnorm(model) if fold_bn and not is_folded(model) else model.eval()
+        self.flip_test = bool(flip_test)
+        self.shift = bool(getattr(model, 'shift_heatmap', test_cfg.get('shift_heatmap', True)))
+        if post_process == FROM_MODEL:
+            post_process = test_cfg.get('post_process', 'unbiased')
+        if post_process in ('none', 'None', False):
+            post_process = None
+        kernel = int(test_cfg.get('modulate_kernel', 11)) if kernel is None else int(kernel)
+        self.decoder = HeatmapDecoder(post_process, kernel)
+
+    def heatmaps(self, crops: torch.Tensor) -> torch.Tensor:
+        if not self.flip_test:
+            return self.net(crops)
+        n = crops.shape[0]
+        both = self.net(torch.cat([crops, crops.flip(-1)], dim=0))
+        return 0.5 * (both[:n] + flip_back_heatmaps(both[n:], shift=self.shift))
+
+    def forward(self, crops, centers, scales, rotations=None):
+        return self.decoder(self.heatmaps(crops), centers, scales, rotations)
+
+
+class _NetOnly(nn.Module):
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, crops):
+        return self.net(crops)
+
+
+class _DetectorRaw(nn.Module):
+    def __init__(self, detector: nn.Module):
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, images):
+        return self.detector.forward_raw(images)
+
+
+@contextlib.contextmanager
+def _quiet_export():
+    """Silence the exporter's deprecation and tracer warnings (they are about its own internals)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        yield
+
+
+def _check_target(path, overwrite: bool) -> Path:
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f'{path} already exists; pass overwrite=True (CLI: --overwrite) to replace it, '
+                              'or choose another output path.')
+    if path.is_dir():
+        raise IsADirectoryError(f'{path} is a directory; give the path of the .onnx file to write.')
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _export(module: nn.Module, args: tuple, path: Path, input_names, output_names, dynamic_axes,
+            metadata: dict, opset: int, static_dims: dict | None = None) -> Path:
+    """Export to a temporary file next to ``path``, check it, add metadata, then move it in place
+    (a reader never sees a half-written graph)."""
+    import onnx
+
+    module = module.eval()
+    fd, tmp = tempfile.mkstemp(suffix='.onnx', prefix='.handkp-export-', dir=str(path.parent))
+    os.close(fd)
+    try:
+        with _quiet_export(), torch.no_grad():
+            torch.onnx.export(module, args, tmp, dynamo=False, input_names=list(input_names),
+                              output_names=list(output_names), dynamic_axes=dynamic_axes, opset_version=opset,
+                              do_constant_folding=True)
+        proto = onnx.load(tmp)
+        onnx.checker.check_model(proto)
+        for out in proto.graph.output:  # sizes the exporter could not infer (e.g. K after a stack)
+            for axis, size in (static_dims or {}).get(out.name, {}).items():
+                dim = out.type.tensor_type.shape.dim[axis]
+                dim.Clear()
+                dim.dim_value = int(size)
+        for key, value in metadata.items():
+            entry = proto.metadata_props.add()
+            entry.key = f'handkp.{key}'
+            entry.value = value if isinstance(value, str) else json.dumps(value)
+        onnx.save(proto, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _model_metadata(model: nn.Module) -> dict:
+    w, h = (int(v) for v in getattr(model, 'input_size', (256, 256)))
+    return dict(input_size=[w, h], heatmap_size=[int(v) for v in getattr(model, 'heatmap_size', (w // 4, h // 4))],
+                num_keypoints=int(getattr(model, 'num_keypoints', 21)), color='RGB',
+                mean=[float(v) for v in IMAGENET_MEAN], std=[float(v) for v in IMAGENET_STD],
+                pixel_scale=1.0 / 255.0, scale_unit_px=200.0)
+
+
+def export_keypoint_onnx(model: nn.Module, path, flip_test: bool = True, rotations: bool = False,
+                         post_process: str | None = FROM_MODEL, kernel: int | None = None, opset: int = DEFAULT_OPSET,
+                         overwrite: bool = False) -> Path:
+    """Write the keypoint graph (network + flip test + decoding) to ``path``; returns the path.
+
+    ``post_process`` (``'unbiased'``, ``'default'`` or ``None`` for plain argmax) and ``kernel``
+    default to the model's ``test_cfg`` ('unbiased', 11).  With
+    ``rotations`` the graph takes a 4th input, the crop rotations in degrees.
+    """
+    path = _check_target(path, overwrite)
+    graph = KeypointGraph(model, flip_test=flip_test, post_process=post_process, kernel=kernel)
+    w, h = (int(v) for v in getattr(model, 'input_size', (256, 256)))
+    n = 2
+    args = [torch.zeros(n, 3, h, w), torch.full((n, 2), 100.0), torch.ones(n, 2)]
+    names = ['crops', 'centers', 'scales']
+    if rotations:
+        args.append(torch.zeros(n))
+        names.append('rotations')
+    dynamic = {name: {0: 'N'} for name in names + ['keypoints', 'scores']}
+    meta = _model_metadata(model)
+    meta.update(graph='keypoints', flip_test=graph.flip_test, post_process=graph.decoder.post_process,
+                kernel=graph.decoder.kernel, inputs=names, outputs=['keypoints', 'scores'])
+    k = int(getattr(model, 'num_keypoints', 21))
+    return _export(graph, tuple(args), path, names, ['keypoints', 'scores'], dynamic, meta, opset,
+                   static_dims={'keypoints': {1: k, 2: 2}, 'scores': {1: k, 2: 1}})
+
+
+def export_keypoint_net(model: nn.Module, path, opset: int = DEFAULT_OPSET, overwrite: bool = False) -> Path:
+    """Write the network alone (``crops -> heatmaps``, BatchNorm folded) to ``path``."""
+    path = _check_target(path, overwrite)
+    net = model if is_folded(model) else fold_batchnorm(model)
+    w, h = (int(v) for v in getattr(model, 'input_size', (256, 256)))
+    meta = _model_metadata(model)
+    meta.update(graph='heatmaps', inputs=['crops'], outputs=['heatmaps'])
+    return _export(_NetOnly(net), (torch.zeros(2, 3, h, w), ), path, ['crops'], ['heatmaps'],
+                   {'crops': {0: 'N'}, 'heatmaps': {0: 'N'}}, meta, opset)
+
+
+def export_decoder_onnx(path, post_process: str | None = 'unbiased', kernel: int = 11, num_keypoints: int = 21,
+                        heatmap_size=(64, 64), rotations: bool = False, opset: int = DEFAULT_OPSET,
+                        overwrite: bool = False) -> Path:
+    """Write the decoding alone (``heatmaps, centers, scales[, rotations] -> keypoints, scores``),
+    for runtimes that produce the heatmaps some other way."""
+    path = _check_target(path, overwrite)
+    w, h = (int(v) for v in heatmap_size)
+    args = [torch.rand(2, num_keypoints, h, w), torch.full((2, 2), 100.0), torch.ones(2, 2)]
+    names = ['heatmaps', 'centers', 'scales']
+    if rotations:
+        args.append(torch.zeros(2))
+        names.append('rotations')
+    decoder = HeatmapDecoder(post_process, kernel)
+    meta = dict(graph='decoder', post_process=post_process, kernel=int(kernel), heatmap_size=[w, h],
+                num_keypoints=int(num_keypoints), inputs=names, outputs=['keypoints', 'scores'], scale_unit_px=200.0)
+    dynamic = {name: {0: 'N'} for name in names + ['keypoints', 'scores']}
+    return _export(decoder, tuple(args), path, names, ['keypoints', 'scores'], dynamic, meta, opset,
+                   static_dims={'keypoints': {1: num_keypoints, 2: 2}, 'scores': {1: num_keypoints, 2: 1}})
+
+
+def export_detector_onnx(detector: nn.Module, path, opset: int = DEFAULT_OPSET, fold_bn: bool = True,
+                         overwrite: bool = False) -> Path:
+    """Write the hand detector's network (``images -> cls_logits, bbox_deltas``) to ``path``.
+
+    ``detector`` is a :class:`modelscope_handkp.detection.ssdlite.SSDLiteHandDetector` (from
+    ``build_hand_detector``).  Inputs are its preprocessed batches; decode with its anchors.
+    """
+    if not hasattr(detector, 'forward_raw'):
+        raise TypeError(f'{type(detector).__name__} has no forward_raw(); export_detector_onnx expects the '
+                        'SSDLite hand detector from modelscope_handkp.detection.build_hand_detector.')
+    path = _check_target(path, overwrite)
+    net = fold_batchnorm(detector) if fold_bn else detector.eval()
+    w, h = (int(v) for v in getattr(detector, 'input_size', (320, 320)))
+    meta = dict(graph='detector_raw', input_size=[w, h], inputs=['images'], outputs=['cls_logits', 'bbox_deltas'],
+                color='RGB', mean=[float(v) for v in detector.pixel_mean.flatten()],
+                std=[float(v) for v in detector.pixel_std.flatten()],
+                score_thr=float(getattr(detector, 'score_thr', 0.02)),
+                nms_iou=float(getattr(detector, 'nms_iou', 0.45)),
+                max_det=int(getattr(detector, 'max_det', 200)),
+                note='hand score = softmax(cls_logits)[..., 0] (background last); boxes = '
+                     'DeltaXYWH decode of bbox_deltas against detector.anchors()')
+    dynamic = {'images': {0: 'N'}, 'cls_logits': {0: 'N'}, 'bbox_deltas': {0: 'N'}}
+    return _export(_DetectorRaw(net), (torch.zeros(1, 3, h, w), ), path, ['images'], ['cls_logits', 'bbox_deltas'],
+                   dynamic, meta, opset)
+
+
+def read_metadata(path) -> dict:
+    """The ``handkp.*`` metadata of an exported graph, JSON values decoded."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    out = {}
+    for prop in proto.metadata_props:
+        if prop.key.startswith('handkp.'):
+            try:
+                out[prop.key[len('handkp.'):]] = json.loads(prop.value)
+            except ValueError:
+                out[prop.key[len('handkp.'):]] = prop.value
+    return out

@@ -1,0 +1,172 @@
+"""ONNX export: the keypoint graph (flip test + DARK inside), the decoder graph and the detector
+graph give PyTorch's numbers in ONNX Runtime.  Skipped without onnx/onnxruntime.
+
+Keypoints are compared at <= 1e-3 px where the fixture peak curvature allows it (see the
+docstring of tests/test_backends.py: random-weight heatmaps have flat peaks that amplify float32
+rounding); the decoder alone is compared on the realistic decode fixture for every keypoint.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip('onnx', reason='onnx not installed (pip install -e .[onnx])')
+ort = pytest.importorskip('onnxruntime', reason='onnxruntime not installed (pip install -e .[onnx])')
+
+from modelscope_handkp import codec, decode_torch  # noqa: E402
+from modelscope_handkp.checkpoint import load_checkpoint  # noqa: E402
+from modelscope_handkp.export import (KeypointGraph, export_decoder_onnx, export_detector_onnx,  # noqa: E402
+                                      export_keypoint_onnx, read_metadata)
+from modelscope_handkp.models import build_hand_model, hrnet_extra, hrnet_model_cfg  # noqa: E402
+
+MIN_CURVATURE = 0.002
+KP_TOL = 1e-3
+
+
+def _session(path):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    return ort.InferenceSession(str(path), opts, providers=['CPUExecutionProvider'])
+
+
+@pytest.fixture(scope='module')
+def model(hrnet_synth_state_dict):
+    m = build_hand_model()
+    load_checkpoint(m, hrnet_synth_state_dict)
+    return m.eval()
+
+
+@pytest.fixture(scope='module')
+def keypoint_graph(model, tmp_path_factory):
+    """The published-size model exported once: flip test on, rotations input."""
+    path = tmp_path_factory.mktemp('onnx') / 'hand_keypoints.onnx'
+    export_keypoint_onnx(model, path, flip_test=True, rotations=True)
+    return path
+
+
+@pytest.fixture(scope='module')
+def torch_reference(model, topdown_ref):
+    """The eager PyTorch path on the fixture crops: model with flip test + NumPy codec."""
+    with torch.no_grad():
+        hm = model.forward_heatmaps(torch.from_numpy(topdown_ref['input_tensor']), flip_test=True)
+    return hm
+
+
+def test_keypoint_graph_inputs_outputs_and_metadata(keypoint_graph):
+    sess = _session(keypoint_graph)
+    assert [(i.name, i.shape) for i in sess.get_inputs()] == [
+        ('crops', ['N', 3, 256, 256]), ('centers', ['N', 2]), ('scales', ['N', 2]), ('rotations', ['N'])]
+    assert [(o.name, o.shape) for o in sess.get_outputs()] == [('keypoints', ['N', 21, 2]), ('scores', ['N', 21, 1])]
+    meta = read_metadata(keypoint_graph)
+    assert meta['flip_test'] is True and meta['post_process'] == 'unbiased' and meta['kernel'] == 11
+    assert meta['input_size'] == [256, 256] and meta['color'] == 'RGB'
+    assert np.allclose(meta['mean'], [0.485, 0.456, 0.406]) and np.allclose(meta['std'], [0.229, 0.224, 0.225])
+
+
+def test_keypoint_graph_equals_pytorch(keypoint_graph, torch_reference, topdown_ref):
+    sess = _session(keypoint_graph)
+    crops, centers, scales = topdown_ref['input_tensor'], topdown_ref['centers'], topdown_ref['scales']
+    for rot in (np.zeros(4, np.float32), np.array([0.0, 25.0, -90.0, 170.0], np.float32)):
+        kp, sc = sess.run(None, {'crops': crops, 'centers': centers, 'scales': scales, 'rotations': rot})
+        ref_c, ref_s = codec.decode_heatmaps(torch_reference, centers, scales, rotations=rot if rot.any() else None)
+        assert kp.shape == (4, 21, 2) and sc.shape == (4, 21, 1) and kp.dtype == np.float32
+        well = decode_torch.peak_curvature(torch_reference).numpy() >= MIN_CURVATURE
+        diff = np.abs(kp - ref_c).max(-1)
+        assert well.sum() >= 60 and diff[well].max() <= KP_TOL  # measured <= 6e-4 px
+        assert diff.max() <= 0.5
+        assert np.abs(sc - ref_s).max() <= 1e-5 * np.abs(ref_s).max()
+    # against the EasyCV reference keypoints too
+    kp, _ = sess.run(None, {'crops': crops, 'centers': centers, 'scales': scales, 'rotations': np.zeros(4, np.float32)})
+    well = decode_torch.peak_curvature(torch.from_numpy(topdown_ref['heatmaps_flip_avg'])).numpy() >= MIN_CURVATURE
+    assert np.abs(kp - topdown_ref['keypoints'][..., :2]).max(-1)[well].max() <= KP_TOL
+
+
+def test_keypoint_graph_dynamic_batch_and_empty(keypoint_graph, topdown_ref):
+    sess = _session(keypoint_graph)
+    crops, centers, scales = topdown_ref['input_tensor'], topdown_ref['centers'], topdown_ref['scales']
+    one = sess.run(None, {'crops': crops[2:3], 'centers': centers[2:3], 'scales': scales[2:3],
+                          'rotations': np.zeros(1, np.float32)})
+    four = sess.run(None, {'crops': crops, 'centers': centers, 'scales': scales, 'rotations': np.zeros(4, np.float32)})
+    assert one[0].shape == (1, 21, 2)
+    assert np.abs(one[1] - four[1][2:3]).max() <= 1e-5 * np.abs(four[1]).max()
+    empty = sess.run(None, {'crops': crops[:0], 'centers': centers[:0], 'scales': scales[:0],
+                            'rotations': np.zeros(0, np.float32)})
+    assert empty[0].shape == (0, 21, 2) and empty[1].shape == (0, 21, 1)
+
+
+@pytest.mark.parametrize('post_process', ['unbiased', 'default', None])
+def test_no_flip_graph_of_a_small_model(tmp_path, post_process):
+    cfg = hrnet_model_cfg(hrnet_extra(width=8, blocks=1, modules=(1, 1, 1, 1), stem_blocks=1), image_size=(64, 64))
+    torch.manual_seed(1)
+    m = build_hand_model(cfg).eval()
+    path = export_keypoint_onnx(m, tmp_path / 'small.onnx', flip_test=False, post_process=post_process)
+    assert [i.name for i in _session(path).get_inputs()] == ['crops', 'centers', 'scales']
+    x = torch.randn(3, 3, 64, 64)
+    centers = np.array([[40.0, 50.0], [300.0, 20.0], [0.0, 0.0]], np.float32)
+    scales = np.array([[0.4, 0.4], [1.2, 1.2], [0.2, 0.2]], np.float32)
+    kp, sc = _session(path).run(None, {'crops': x.numpy(), 'centers': centers, 'scales': scales})
+    with torch.no_grad():
+        hm = m(x)
+    ref_c, ref_s = codec.decode_heatmaps(hm, centers, scales, post_process)
+    well = decode_torch.peak_curvature(hm).numpy() >= MIN_CURVATURE
+    assert np.abs(kp - ref_c).max(-1)[well].max() <= KP_TOL
+    assert np.abs(sc - ref_s).max() <= 1e-5 * np.abs(ref_s).max()
+    # the same module in PyTorch gives the same keypoints
+    with torch.no_grad():
+        tk, _ = KeypointGraph(m, flip_test=False, post_process=post_process)(x, torch.from_numpy(centers),
+                                                                            torch.from_numpy(scales))
+    assert np.abs(tk.numpy() - ref_c).max(-1)[well].max() <= KP_TOL
+
+
+@pytest.mark.parametrize('mode,key', [('unbiased', 'unbiased'), ('default', 'default'), (None, 'none')])
+def test_decoder_graph_equals_codec_on_realistic_heatmaps(tmp_path, decode_ref, mode, key):
+    path = export_decoder_onnx(tmp_path / 'decoder.onnx', post_process=mode, rotations=True)
+    rot = np.array([0.0, 10.0, -20.0, 45.0, 90.0, 0.0], np.float32)
+    feed = {'heatmaps': decode_ref['heatmaps'], 'centers': decode_ref['centers'], 'scales': decode_ref['scales']}
+    kp, sc = _session(path).run(None, {**feed, 'rotations': np.zeros(6, np.float32)})
+    assert np.abs(kp - decode_ref[f'preds_{key}']).max() <= KP_TOL  # every keypoint
+    assert np.abs(sc - decode_ref[f'maxvals_{key}']).max() <= 1e-6
+    kp, _ = _session(path).run(None, {**feed, 'rotations': rot})
+    ref, _ = codec.decode_heatmaps(decode_ref['heatmaps'], decode_ref['centers'], decode_ref['scales'], mode,
+                                   rotations=rot)
+    assert np.abs(kp - ref).max() <= KP_TOL
+
+
+def test_export_refuses_to_overwrite(tmp_path):
+    target = tmp_path / 'decoder.onnx'
+    target.write_bytes(b'user file')
+    with pytest.raises(FileExistsError, match='overwrite'):
+        export_decoder_onnx(target)
+    assert target.read_bytes() == b'user file'
+    export_decoder_onnx(target, overwrite=True)
+    assert read_metadata(target)['graph'] == 'decoder'
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith('.handkp-export-')]  # no temp files left
+
+
+def test_detector_graph_equals_pytorch_and_mmdet(tmp_path, reference_dir, ssdlite_synth_state_dict, detector_ref):
+    from modelscope_handkp.detection import build_hand_detector
+
+    det = build_hand_detector(reference_dir / 'official_like_model' / 'detection' / 'config.py',
+                              ssdlite_synth_state_dict)
+    path = export_detector_onnx(det, tmp_path / 'detector.onnx')
+    sess = _session(path)
+    assert [o.name for o in sess.get_outputs()] == ['cls_logits', 'bbox_deltas']
+    x = detector_ref['input_tensor']
+    cls, reg = sess.run(None, {'images': x})
+    with torch.no_grad():
+        tcls, treg = det.forward_raw(torch.from_numpy(x))
+    for ours, torch_out, ref in ((cls, tcls, detector_ref['cls_logits']), (reg, treg, detector_ref['bbox_deltas'])):
+        assert ours.shape == ref.shape == (2, 3234, ref.shape[-1])
+        assert np.abs(ours - torch_out.numpy()).max() <= 1e-5 * np.abs(ref).max()
+        assert np.abs(ours - ref).max() <= 1e-4 * np.abs(ref).max()
+    meta = read_metadata(path)
+    assert meta['input_size'] == [320, 320] and np.allclose(meta['mean'], [123.675, 116.28, 103.53])
+    # the detector's own post-processing gives the same boxes from the ONNX outputs
+    factors = np.ones((2, 4), np.float32)
+    ours = det.postprocess(torch.from_numpy(cls), torch.from_numpy(reg), factors, score_thr=0.02)
+    theirs = det.postprocess(tcls, treg, factors, score_thr=0.02)
+    for (a, _), (b, _) in zip(ours, theirs):
+        assert a.shape == b.shape and len(a) > 0
+        # every box has its twin (near-tied scores may swap places)
+        assert np.abs(a[:, None, :] - b[None, :, :]).max(-1).min(1).max() <= 1e-3
