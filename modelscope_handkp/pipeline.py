@@ -28,6 +28,9 @@ the given order; for a list input they apply to every image), ``flip_test=`` (de
 published model), ``input_color=``.
 
 Constructor options (``pipeline(..., detector=..., score_threshold=..., flip_test=..., input_color=...)``):
+``backend`` = ``'auto'`` (default on CPU: the fastest installed backend of
+:mod:`modelscope_handkp.backends` that passes a self-check, else eager PyTorch), ``'eager'``, ``'fused'``,
+``'onnxruntime'``, ``'openvino'``.
 ``detector`` = a :class:`~modelscope_handkp.detection.base.HandDetector` instance, or ``'ssdlite'`` (the
 directory's files), ``'palm'``, ``'whole_image'``, ``'none'`` (boxes required) — overriding the model
 directory's choice.
@@ -112,7 +115,8 @@ class HandKeypointsPipeline(Pipeline):
     """Hand 2D keypoints of every hand in an image (see the module documentation)."""
 
     def __init__(self, model, preprocessor=None, detector=None, score_threshold: float | None = None,
-                 flip_test: bool | None = None, input_color: str = 'bgr', max_batch: int = 64, **kwargs):
+                 flip_test: bool | None = None, input_color: str = 'bgr', max_batch: int = 64,
+                 backend: str | None = None, **kwargs):
         from .modelscope_model import HandKeypointsModel
         kwargs.pop('predictor_config', None)  # the published card's EasyCV predictor section
         self.input_color = _check_color(input_color)
@@ -151,6 +155,35 @@ class HandKeypointsPipeline(Pipeline):
         self.score_threshold = float(det_spec.score_threshold if score_threshold is None else score_threshold)
         self.flip_test = self.model.flip_test if flip_test is None else bool(flip_test)
         self.max_batch = max(1, int(max_batch))
+        from .backends import KINDS
+        if backend is not None and backend not in KINDS + ('auto', ):
+            raise ValueError(f"unknown backend {backend!r}; choose one of {('auto', ) + KINDS}.")
+        self.backend_kind = backend
+        self._backend = None
+
+    # ------------------------------------------------------------------ inference backend
+    def _resolved_backend_kind(self) -> str:
+        if self.backend_kind is not None:
+            return self.backend_kind
+        return 'auto' if self.model.device.type == 'cpu' else 'eager'
+
+    @property
+    def backend(self):
+        """The keypoint-network backend (:mod:`modelscope_handkp.backends`), built on first use.
+
+        On CPU the default is ``'auto'`` (the fastest installed backend that passes a self-check,
+        falling back to eager PyTorch); on a GPU the eager model on that device is used.
+        """
+        if self._backend is None:
+            from .backends import make_backend
+            kind = self._resolved_backend_kind()
+            if kind != 'eager' and self.model.device.type != 'cpu':
+                raise ValueError(f'backend {kind!r} runs on the CPU, but the model is on {self.model.device}; '
+                                 "use backend='eager' (the default on GPUs) or device='cpu'.")
+            net = self.model.hand_model
+            net.eval()
+            self._backend = make_backend(net, kind)
+        return self._backend
 
     # ------------------------------------------------------------------ ModelScope hooks
     def _sanitize_parameters(self, boxes=None, flip_test=None, score_threshold=None, input_color=None,
@@ -257,11 +290,21 @@ class HandKeypointsPipeline(Pipeline):
         if total == 0:
             return [empty_result(model.num_keypoints) for _ in inputs]
         batch = torch.cat(crops, dim=0)
-        with torch.no_grad():
-            heatmaps = torch.cat([model.forward_heatmaps(batch[i:i + self.max_batch], flip_test=flip)
-                                  for i in range(0, total, self.max_batch)], dim=0)
         centers, scales, rots = np.concatenate(centers), np.concatenate(scales), np.concatenate(rots)
-        keypoints = model.decode(heatmaps, centers, scales, rotations=rots if np.any(rots) else None)
+        rots = rots if np.any(rots) else None
+        if self._resolved_backend_kind() != 'eager':
+            backend, parts = self.backend, []
+            for i in range(0, total, self.max_batch):
+                j = i + self.max_batch
+                coords, scores = backend.predict(batch[i:j], centers[i:j], scales[i:j],
+                                                 None if rots is None else rots[i:j], flip_test=flip)
+                parts.append(np.concatenate([coords, scores], axis=-1))
+            keypoints = np.concatenate(parts, axis=0).astype(np.float32, copy=False)
+        else:
+            with torch.no_grad():
+                heatmaps = torch.cat([model.forward_heatmaps(batch[i:i + self.max_batch], flip_test=flip)
+                                      for i in range(0, total, self.max_batch)], dim=0)
+            keypoints = model.decode(heatmaps, centers, scales, rotations=rots)
         results, at = [], 0
         for dets in per_image:
             n = len(dets)
