@@ -279,7 +279,9 @@ class HandKeypointsPipeline(Pipeline):
             per_image.append(dets)
             if len(dets) == 0:
                 continue
-            c, s = box_to_center_scale(dets.boxes, 'xyxy', image_size=size)
+            padding = 1.25 if boxes is not None or self.detector is None else \
+                float(getattr(self.detector, 'crop_padding', 1.25))
+            c, s = box_to_center_scale(dets.boxes, 'xyxy', image_size=size, padding=padding)
             c, s = np.asarray(c, np.float32).reshape(-1, 2), np.asarray(s, np.float32).reshape(-1, 2)
             r = dets.rotations.astype(np.float32)
             crops.append(crop_to_tensor(img, c, s, image_size=size, rotations=r if np.any(r) else None))

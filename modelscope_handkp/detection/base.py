@@ -64,7 +64,14 @@ class Detections:
 
 
 class HandDetector:
-    """Base class: subclasses implement :meth:`detect_hands`."""
+    """Base class: subclasses implement :meth:`detect_hands`.
+
+    ``crop_padding``: how much the keypoint crop enlarges a detected box (the crop side is the box
+    side times this, at the crop's aspect).  1.25 (the published model's padding) for detectors whose
+    boxes are tight around the hand; a detector whose boxes already include a margin sets less.
+    """
+
+    crop_padding: float = 1.25
 
     def detect_hands(self, image_rgb: np.ndarray, score_thr: float | None = None) -> Detections:
         raise NotImplementedError
