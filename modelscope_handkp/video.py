@@ -1,0 +1,304 @@
+"""Hand keypoints in videos and camera streams: per-frame results, tracking, smoothing, annotated output.
+
+:func:`process_video` reads frames with ``cv2.VideoCapture`` (a file, a stream URL, or a camera index),
+runs ``predict_fn(frame_rgb) -> result`` on each (e.g. the hand pipeline with ``input_color='rgb'``),
+gives the hands stable ids and one-euro-smoothed keypoints (:class:`~modelscope_handkp.tracking.HandTracker`),
+draws them (:func:`~modelscope_handkp.draw.draw_hands`) into an annotated video (``.mp4``: codec
+``mp4v``; ``.avi``: ``MJPG``; the input's frame rate, 30 when unknown) and optionally writes one JSON line
+per frame::
+
+    {"frame": 0, "time": 0.0, "hands": [{"track_id": 0, "box": [x1, y1, x2, y2], "score": 0.98,
+                                         "rotation": 0.0, "keypoints": [[x, y, score], ... 21 rows]}]}
+
+(``time`` in seconds: frame index / fps for files, wall-clock time since the start for cameras and
+streams; ``rotation`` only when the result has ``'rotations'``; pixels rounded to 0.001, scores to 1e-4.)
+
+Existing output files are never replaced unless ``overwrite=True`` (checked before anything is read).
+Outputs are written to hidden temporary files next to the targets and moved into place when the video
+ends, so a failure never leaves half-written files under the requested names.  Ctrl-C (KeyboardInterrupt)
+stops the reading — the natural way to end a camera recording — and keeps the frames processed so far.
+
+    from modelscope_handkp.video import process_video
+    pipe = pipeline(Tasks.hand_2d_keypoints, model=MODEL_DIR, input_color='rgb')
+    summary = process_video('clip.mp4', pipe, 'clip_hands.mp4', jsonl_path='clip_hands.jsonl')
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import cv2
+import numpy as np
+
+from .draw import draw_hands
+from .tracking import TRACK_IDS, HandTracker
+
+__all__ = ['process_video', 'check_outputs', 'VideoError', 'FOURCC_BY_EXTENSION', 'DEFAULT_FPS', 'frame_record']
+
+#: Codec (fourcc) of the annotated video by file extension.
+FOURCC_BY_EXTENSION = {'.mp4': 'mp4v', '.avi': 'MJPG'}
+#: Frame rate written when the input does not report one.
+DEFAULT_FPS = 30.0
+
+
+class VideoError(RuntimeError):
+    """A video source that cannot be read or an output that cannot be written (message says what to do)."""
+
+
+def _is_camera(source) -> bool:
+    return isinstance(source, (int, np.integer)) and not isinstance(source, bool)
+
+
+def _describe(source) -> str:
+    return f'camera {int(source)}' if _is_camera(source) else str(source)
+
+
+def check_outputs(source, out_path: str, jsonl_path: str | None, overwrite: bool) -> None:
+    """Raise before any work when the outputs cannot or must not be written (see :func:`process_video`)."""
+    ext = os.path.splitext(out_path)[1].lower()
+    if ext not in FOURCC_BY_EXTENSION:
+        raise VideoError(f'{out_path}: unsupported video extension {ext or "(none)"!r}; name the output '
+                         f'{" or ".join(FOURCC_BY_EXTENSION)} (codecs: '
+                         f'{", ".join(f"{k} -> {v}" for k, v in FOURCC_BY_EXTENSION.items())}).')
+    targets = [out_path] + ([jsonl_path] if jsonl_path is not None else [])
+    if jsonl_path is not None and os.path.realpath(jsonl_path) == os.path.realpath(out_path):
+        raise VideoError(f'the video output and the JSON lines output are the same file ({out_path}); '
+                         'pass two paths.')
+    for p in targets:
+        if os.path.isdir(p):
+            raise IsADirectoryError(f'{p} is a folder; give the path of the file to write.')
+        if isinstance(source, (str, os.PathLike)) and os.path.exists(source) and \
+                os.path.realpath(p) == os.path.realpath(source):
+            raise VideoError(f'{p} is the input video; pass another output path.')
+        if os.path.exists(p) and not overwrite:
+            raise FileExistsError(f'{p} already exists; pass overwrite=True (--overwrite) to replace it, '
+                                  'or another path.')
+        parent = os.path.dirname(os.path.abspath(p))
+        if not os.path.isdir(parent):
+            raise FileNotFoundError(f'{p}: the folder {parent} does not exist; create it first.')
+
+
+def _open_capture(source):
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    if isinstance(source, str) and '://' not in source and not os.path.exists(source):
+        raise FileNotFoundError(f'{source}: no such video file; pass a video file, a stream URL or a camera '
+                                'index (0, 1, ...).')
+    if isinstance(source, str) and os.path.isdir(source):
+        raise IsADirectoryError(f'{source} is a folder, not a video; pass a video file (use `predict` for a '
+                                'folder of images).')
+    cap = cv2.VideoCapture(int(source) if _is_camera(source) else source)
+    if not cap.isOpened():
+        cap.release()
+        if _is_camera(source):
+            hint = ('no camera with this index can be opened: check that a camera is connected and not used by '
+                    'another program, try another index, or pass a video file')
+        elif '://' in str(source):
+            hint = 'the stream cannot be opened: check the URL and that the stream is reachable from this machine'
+        else:
+            hint = ('OpenCV cannot decode this file: check that it is a video (e.g. .mp4, .avi, .mkv) and not '
+                    'damaged, or convert it, e.g. ffmpeg -i INPUT -c:v libx264 OUTPUT.mp4')
+        raise VideoError(f'cannot open video source {_describe(source)}: {hint}.')
+    return cap
+
+
+def _input_fps(cap) -> float | None:
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    return float(fps) if fps is not None and math.isfinite(fps) and 0 < fps <= 1000 else None
+
+
+def _temp_path(path: str) -> str:
+    folder, name = os.path.split(os.path.abspath(path))
+    stem, ext = os.path.splitext(name)
+    return os.path.join(folder, f'.{stem}.partial-{os.getpid()}{ext}')
+
+
+def _r(values, digits):
+    return np.round(np.asarray(values, np.float64), digits).tolist()
+
+
+def frame_record(frame: int, t: float, result: Mapping[str, Any]) -> dict:
+    """The JSON-ready record of one frame's (tracked) result."""
+    kps = np.asarray(result['keypoints'], np.float64)
+    n = len(kps)
+    if kps.size == 0:
+        kps = kps.reshape(0, 21, 3)
+    if kps.shape[-1] == 2:
+        kps_out = _r(kps, 3)
+    else:
+        kps_out = np.concatenate([np.round(kps[..., :2], 3), np.round(kps[..., 2:], 4)], -1).tolist()
+    boxes = result.get('boxes')
+    boxes = [None] * n if boxes is None else _r(np.asarray(boxes, np.float64).reshape(-1, 4), 3)
+    scores = _r(np.asarray(result.get('scores', np.ones(n)), np.float64).reshape(-1), 4)
+    ids = np.asarray(result.get(TRACK_IDS, np.arange(n)), np.int64).reshape(-1).tolist()
+    rots = result.get('rotations')
+    rots = None if rots is None else _r(np.asarray(rots).reshape(-1), 3)
+    hands = []
+    for i in range(n):
+        hand = {'track_id': ids[i], 'box': boxes[i], 'score': scores[i]}
+        if rots is not None:
+            hand['rotation'] = rots[i]
+        hand['keypoints'] = kps_out[i]
+        hands.append(hand)
+    return {'frame': int(frame), 'time': round(float(t), 4), 'hands': hands}
+
+
+def _progress_bar(cap, enabled: bool, camera: bool):
+    if not enabled or not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        return None
+    total = None if camera else int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) or None
+    return tqdm(total=total, desc='frames', unit='frame', file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+def process_video(source, predict_fn: Callable[[np.ndarray], Mapping[str, Any]], out_path,
+                  jsonl_path=None, overwrite: bool = False, smoothing: bool = True, max_frames: int | None = None,
+                  progress: bool = True, tracker: HandTracker | None = None, draw_kwargs: dict | None = None
+                  ) -> dict:
+    """Run ``predict_fn`` on every frame of ``source``; write the annotated video and JSON lines.
+
+    Args:
+        source: a video file path, a stream URL (``scheme://...``) or a camera index (int).
+        predict_fn: ``frame_rgb (uint8 [H, W, 3]) -> result`` with ``'keypoints'`` [N, 21, 3], ``'boxes'``
+            [N, 4], ``'scores'`` [N] (the hand pipeline's output with ``input_color='rgb'``).
+        out_path: annotated video, ``.mp4`` (mp4v) or ``.avi`` (MJPG).
+        jsonl_path: one JSON line per frame (None: not written).
+        overwrite: replace existing output files (otherwise FileExistsError before any work).
+        smoothing: one-euro smoothing of keypoints (tracking and ids happen either way).
+        max_frames: stop after this many frames (None: until the end of the video / Ctrl-C).
+        progress: a progress bar on stderr when it is a terminal.
+        tracker: a configured :class:`HandTracker` (default: ``HandTracker(smoothing=smoothing, fps=...)``).
+        draw_kwargs: extra keyword arguments of :func:`draw_hands`.
+
+    Returns:
+        a summary dict: ``frames``, ``width``, ``height``, ``input_fps`` (None when unknown),
+        ``output_fps``, ``hands`` (``total``, ``min``/``max``/``mean`` per frame, ``frames_with_hands``),
+        ``tracks`` (number of distinct track ids), ``processing_fps`` (frames per second of wall time,
+        reading + prediction + drawing + writing), ``seconds``, ``interrupted``, ``source``, ``out_path``,
+        ``jsonl_path``.
+
+    Raises:
+        FileExistsError: an output exists and ``overwrite`` is False.
+        FileNotFoundError: no such video file / output folder.
+        VideoError: the source cannot be opened or has no frames, the output extension is not
+            supported, or the video writer cannot be opened.
+    """
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f'max_frames must be >= 1 (or None), got {max_frames}.')
+    out_path = os.fspath(out_path)
+    jsonl_path = None if jsonl_path is None else os.fspath(jsonl_path)
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    check_outputs(source, out_path, jsonl_path, overwrite)
+    camera = _is_camera(source)
+    live = camera or '://' in str(source)
+    cap = _open_capture(source)
+    tmp_video = tmp_jsonl = None
+    writer = jsonl = bar = None
+    finished = False
+    try:
+        in_fps = _input_fps(cap)
+        fps = in_fps or DEFAULT_FPS
+        ok, frame = cap.read()
+        if not ok or frame is None:
+            raise VideoError(f'no frame could be read from {_describe(source)}: the video is empty or its codec is '
+                             'not supported by OpenCV here; convert it, e.g. ffmpeg -i INPUT -c:v libx264 OUTPUT.mp4.')
+        height, width = frame.shape[:2]
+        ext = os.path.splitext(out_path)[1].lower()
+        tmp_video = _temp_path(out_path)
+        writer = cv2.VideoWriter(tmp_video, cv2.VideoWriter_fourcc(*FOURCC_BY_EXTENSION[ext]), fps, (width, height))
+        if not writer.isOpened():
+            raise VideoError(f'cannot write {out_path}: OpenCV has no {FOURCC_BY_EXTENSION[ext]} encoder for {ext} '
+                             f'here (or the folder is not writable); try the other format '
+                             f'({" or ".join(e for e in FOURCC_BY_EXTENSION if e != ext)}).')
+        if jsonl_path is not None:
+            tmp_jsonl = _temp_path(jsonl_path)
+            jsonl = open(tmp_jsonl, 'w', encoding='utf-8')
+        if tracker is None:
+            tracker = HandTracker(smoothing=smoothing, fps=fps)
+        draw_kwargs = dict(draw_kwargs or {})
+        bar = _progress_bar(cap, progress, live)
+
+        counts: list[int] = []
+        ids_seen: set[int] = set()
+        interrupted = False
+        t_start = time.perf_counter()
+        index = 0
+        try:
+            while ok:
+                t = (time.perf_counter() - t_start) if live else index / fps
+                if frame.ndim == 2:
+                    frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+                rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                result = tracker.update(predict_fn(rgb), t)
+                drawn = draw_hands(rgb, result, **draw_kwargs)
+                writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+                if jsonl is not None:
+                    jsonl.write(json.dumps(frame_record(index, t, result)) + '\n')
+                counts.append(len(result[TRACK_IDS]))
+                ids_seen.update(int(i) for i in result[TRACK_IDS])
+                index += 1
+                if bar is not None:
+                    bar.update(1)
+                if max_frames is not None and index >= max_frames:
+                    break
+                ok, frame = cap.read()
+        except KeyboardInterrupt:
+            interrupted = True
+        seconds = time.perf_counter() - t_start
+        writer.release()
+        writer = None
+        if jsonl is not None:
+            jsonl.close()
+            jsonl = None
+        if index == 0:
+            raise VideoError(f'no frame of {_describe(source)} was processed (interrupted); nothing written.')
+        for tmp, final in ((tmp_video, out_path), (tmp_jsonl, jsonl_path)):
+            if tmp is None:
+                continue
+            if os.path.exists(final) and not overwrite:  # appeared while we worked: keep it
+                raise FileExistsError(f'{final} was created by someone else while the video was processed; '
+                                      'not replaced (pass overwrite=True to replace it).')
+        for tmp, final in ((tmp_video, out_path), (tmp_jsonl, jsonl_path)):
+            if tmp is not None:
+                os.replace(tmp, final)
+        finished = True
+    finally:
+        if bar is not None:
+            bar.close()
+        if writer is not None:
+            writer.release()
+        if jsonl is not None:
+            jsonl.close()
+        cap.release()
+        if not finished:
+            for tmp in (tmp_video, tmp_jsonl):
+                if tmp is not None and os.path.exists(tmp):
+                    os.remove(tmp)
+
+    counts_arr = np.asarray(counts, np.int64)
+    return {
+        'source': _describe(source) if camera else str(source),
+        'out_path': str(Path(out_path)),
+        'jsonl_path': None if jsonl_path is None else str(Path(jsonl_path)),
+        'frames': int(index),
+        'width': int(width),
+        'height': int(height),
+        'input_fps': in_fps,
+        'output_fps': float(fps),
+        'hands': {'total': int(counts_arr.sum()), 'min': int(counts_arr.min()), 'max': int(counts_arr.max()),
+                  'mean': round(float(counts_arr.mean()), 4),
+                  'frames_with_hands': int((counts_arr > 0).sum())},
+        'tracks': len(ids_seen),
+        'processing_fps': round(index / seconds, 3) if seconds > 0 else None,
+        'seconds': round(seconds, 3),
+        'interrupted': interrupted,
+    }

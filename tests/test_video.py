@@ -1,0 +1,223 @@
+"""Video processing (issue 6): synthetic videos, a fake predict_fn with known hands, and the real CLI."""
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from modelscope_handkp import cli
+from modelscope_handkp.draw import KEYPOINT_COLORS
+from modelscope_handkp.video import VideoError, process_video
+
+W, H, FPS, N_FRAMES = 160, 120, 10, 12
+
+
+def synthetic_frame(i: int) -> np.ndarray:
+    """A textured BGR frame translated 4 px per frame."""
+    rng = np.random.default_rng(0)
+    base = cv2.GaussianBlur(rng.integers(0, 256, (H, W + 64, 3), dtype=np.uint8), (0, 0), 3)
+    return np.ascontiguousarray(base[:, 4 * i:4 * i + W])
+
+
+def write_video(path, n=N_FRAMES, fourcc='MJPG', fps=FPS):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (W, H))
+    assert writer.isOpened()
+    for i in range(n):
+        writer.write(synthetic_frame(i))
+    writer.release()
+    return path
+
+
+def read_video(path):
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        frames.append(img)
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    cap.release()
+    return frames, fps
+
+
+def known_hand(cx, cy, size=40.0):
+    g = np.stack(np.meshgrid(np.linspace(-0.4, 0.4, 7), np.linspace(-0.4, 0.4, 3)), -1).reshape(21, 2)
+    kps = np.concatenate([np.array([cx, cy]) + g * size, np.full((21, 1), 0.9)], -1)
+    return kps, [cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2]
+
+
+class FakePredict:
+    """Two hands moving 4 px per frame in opposite directions, given in alternating order."""
+
+    def __init__(self, fail_at=None, interrupt_at=None):
+        self.calls = 0
+        self.shapes = []
+        self.fail_at, self.interrupt_at = fail_at, interrupt_at
+
+    @staticmethod
+    def hands(i):
+        return known_hand(40 + 4 * i, 50), known_hand(120 - 4 * i, 70)
+
+    def __call__(self, frame_rgb):
+        i = self.calls
+        self.calls += 1
+        self.shapes.append(frame_rgb.shape)
+        if i == self.fail_at:
+            raise RuntimeError('model failed')
+        if i == self.interrupt_at:
+            raise KeyboardInterrupt
+        a, b = self.hands(i)
+        order = [a, b] if i % 2 == 0 else [b, a]
+        return {'keypoints': np.stack([h[0] for h in order]).astype(np.float32),
+                'boxes': np.asarray([h[1] for h in order], np.float32),
+                'scores': np.asarray([0.95, 0.8] if i % 2 == 0 else [0.8, 0.95], np.float32)}
+
+
+@pytest.fixture
+def video(tmp_path):
+    return write_video(tmp_path / 'in.avi')
+
+
+@pytest.mark.parametrize('ext', ['.avi', '.mp4'])
+def test_process_video_outputs(video, tmp_path, ext):
+    fake = FakePredict()
+    out, jsonl = tmp_path / f'out{ext}', tmp_path / 'out.jsonl'
+    summary = process_video(str(video), fake, out, jsonl_path=jsonl, smoothing=False, progress=False)
+    assert fake.calls == N_FRAMES and set(fake.shapes) == {(H, W, 3)}
+    assert summary['frames'] == N_FRAMES and (summary['width'], summary['height']) == (W, H)
+    assert summary['input_fps'] == FPS and summary['output_fps'] == FPS
+    assert summary['hands'] == {'total': 2 * N_FRAMES, 'min': 2, 'max': 2, 'mean': 2.0,
+                                'frames_with_hands': N_FRAMES}
+    assert summary['tracks'] == 2 and summary['interrupted'] is False
+    assert summary['out_path'] == str(out) and summary['jsonl_path'] == str(jsonl)
+    assert summary['processing_fps'] > 0
+
+    frames, fps = read_video(out)
+    assert len(frames) == N_FRAMES and fps == FPS
+    assert all(f.shape == (H, W, 3) for f in frames)
+    # the hands are drawn: the keypoint of the first hand at frame 6 has its finger's colour (lossy codec)
+    kps6 = FakePredict.hands(6)[0][0]
+    x, y = np.rint(kps6[10, :2]).astype(int)
+    rgb = frames[6][y, x, ::-1].astype(int)
+    assert np.abs(rgb - KEYPOINT_COLORS[10].astype(int)).max() < 60, rgb
+
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [r['frame'] for r in records] == list(range(N_FRAMES))
+    assert [r['time'] for r in records] == pytest.approx([i / FPS for i in range(N_FRAMES)])
+    for i, rec in enumerate(records):
+        assert len(rec['hands']) == 2
+        assert set(rec['hands'][0]) == {'track_id', 'box', 'score', 'keypoints'}
+        a, b = FakePredict.hands(i)
+        first, second = (a, b) if i % 2 == 0 else (b, a)
+        for hand, (kps, box) in zip(rec['hands'], (first, second)):
+            assert hand['box'] == pytest.approx(box, abs=1e-3)
+            np.testing.assert_allclose(hand['keypoints'], kps, atol=1e-3)  # no smoothing: as predicted
+        # the ids follow the hands, whatever their order in the frame
+        ids = [h['track_id'] for h in rec['hands']]
+        assert ids == ([0, 1] if i % 2 == 0 else [1, 0])
+        assert [h['score'] for h in rec['hands']] == ([0.95, 0.8] if i % 2 == 0 else [0.8, 0.95])
+    assert sorted(os.listdir(tmp_path)) == sorted(['in.avi', f'out{ext}', 'out.jsonl'])  # no temp files left
+
+
+def test_smoothing_and_max_frames(video, tmp_path):
+    jsonl = tmp_path / 's.jsonl'
+    summary = process_video(video, FakePredict(), tmp_path / 's.avi', jsonl_path=jsonl, max_frames=5,
+                            progress=False)
+    assert summary['frames'] == 5 and len(read_video(tmp_path / 's.avi')[0]) == 5
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert len(records) == 5
+    # frame 0 passes unchanged; later frames lag slightly behind the moving hands (by < 4 px per frame)
+    kps0 = np.asarray(records[0]['hands'][0]['keypoints'])
+    np.testing.assert_allclose(kps0, FakePredict.hands(0)[0][0], atol=1e-3)
+    kps4 = np.asarray([h['keypoints'] for h in records[4]['hands'] if h['track_id'] == 0][0])
+    true4 = FakePredict.hands(4)[0][0]
+    dx = true4[:, 0] - kps4[:, 0]
+    assert (dx > 0.01).all() and (dx < 4).all()
+    np.testing.assert_allclose(kps4[:, 1], true4[:, 1], atol=1e-3)  # no vertical motion
+    np.testing.assert_allclose(kps4[:, 2], true4[:, 2], atol=1e-4)  # scores unsmoothed
+
+
+def test_never_overwrites_without_overwrite(video, tmp_path):
+    out, jsonl = tmp_path / 'o.avi', tmp_path / 'o.jsonl'
+    process_video(video, FakePredict(), out, jsonl_path=jsonl, progress=False)
+    before = {p: p.read_bytes() for p in (out, jsonl)}
+    for kwargs in ({'jsonl_path': jsonl}, {'jsonl_path': tmp_path / 'new.jsonl'}):
+        fake = FakePredict()
+        with pytest.raises(FileExistsError, match='already exists.*overwrite'):
+            process_video(video, fake, out, progress=False, **kwargs)
+        assert fake.calls == 0  # checked before any work
+    fake = FakePredict()
+    with pytest.raises(FileExistsError, match='o.jsonl already exists'):
+        process_video(video, fake, tmp_path / 'other.avi', jsonl_path=jsonl, progress=False)
+    assert fake.calls == 0 and not (tmp_path / 'other.avi').exists() and not (tmp_path / 'new.jsonl').exists()
+    assert {p: p.read_bytes() for p in (out, jsonl)} == before
+    summary = process_video(video, FakePredict(), out, jsonl_path=jsonl, overwrite=True, max_frames=3,
+                            progress=False)
+    assert summary['frames'] == 3 and len(jsonl.read_text().splitlines()) == 3
+    # the input video is never an output
+    with pytest.raises(VideoError, match='is the input video'):
+        process_video(video, FakePredict(), video, overwrite=True, progress=False)
+
+
+def test_bad_sources_and_outputs(tmp_path, video):
+    with pytest.raises(FileNotFoundError, match='no such video file'):
+        process_video(tmp_path / 'missing.mp4', FakePredict(), tmp_path / 'a.mp4', progress=False)
+    bad = tmp_path / 'bad.mp4'
+    bad.write_text('not a video\n')
+    with pytest.raises(VideoError, match='cannot open video source .*bad.mp4'):
+        process_video(bad, FakePredict(), tmp_path / 'a.mp4', progress=False)
+    with pytest.raises(VideoError, match='camera 97.*index'):
+        process_video(97, FakePredict(), tmp_path / 'a.mp4', progress=False)
+    with pytest.raises(VideoError, match=r"unsupported video extension '.mkv'.*\.mp4 or \.avi"):
+        process_video(video, FakePredict(), tmp_path / 'a.mkv', progress=False)
+    with pytest.raises(FileNotFoundError, match='does not exist; create it'):
+        process_video(video, FakePredict(), tmp_path / 'nodir' / 'a.avi', progress=False)
+    with pytest.raises(ValueError, match='max_frames'):
+        process_video(video, FakePredict(), tmp_path / 'a.avi', max_frames=0, progress=False)
+    assert sorted(os.listdir(tmp_path)) == ['bad.mp4', 'in.avi']
+
+
+def test_failure_leaves_no_files_interrupt_keeps_frames(video, tmp_path):
+    out, jsonl = tmp_path / 'f.avi', tmp_path / 'f.jsonl'
+    with pytest.raises(RuntimeError, match='model failed'):
+        process_video(video, FakePredict(fail_at=5), out, jsonl_path=jsonl, progress=False)
+    assert sorted(os.listdir(tmp_path)) == ['in.avi']  # neither outputs nor temp files
+    summary = process_video(video, FakePredict(interrupt_at=4), out, jsonl_path=jsonl, progress=False)
+    assert summary['interrupted'] is True and summary['frames'] == 4
+    assert len(read_video(out)[0]) == 4 and len(jsonl.read_text().splitlines()) == 4
+
+
+# ----------------------------------------------------------------------------- through the CLI
+def test_cli_video_matches_pipeline_per_frame(tmp_path, capsys):
+    from test_cli import hand_pipeline, tiny_model_dir
+    model = tiny_model_dir(tmp_path / 'model')
+    src = write_video(tmp_path / 'in.avi', n=4)
+    out, jsonl = tmp_path / 'out.mp4', tmp_path / 'out.jsonl'
+    args = ['video', str(src), '--out', str(out), '--jsonl', str(jsonl), '--model', model, '--detector',
+            'whole-image', '--no-flip', '--no-smoothing', '--no-progress']
+    assert cli.main(args) == 0
+    stdout, err = capsys.readouterr()
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary['frames'] == 4 and summary['tracks'] == 1 and summary['hands']['total'] == 4
+    frames, _ = read_video(out)
+    assert len(frames) == 4
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    pipe = hand_pipeline(model, detector='whole_image', flip_test=False, input_color='rgb')
+    for rec, frame in zip(records, read_video(src)[0]):
+        (hand,) = rec['hands']
+        assert hand['track_id'] == 0 and hand['box'] == [0.0, 0.0, W, H] and hand['score'] == 1.0
+        ref = pipe(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+        np.testing.assert_allclose(hand['keypoints'], ref['keypoints'][0], atol=1e-3)
+    # existing outputs: exit 1, nothing replaced; a missing input: exit 1 with the reason
+    data = out.read_bytes()
+    assert cli.main(args) == 1
+    assert 'already exists' in capsys.readouterr().err and out.read_bytes() == data
+    assert cli.main(['video', str(tmp_path / 'none.avi'), '--out', str(tmp_path / 'x.avi'), '--model', model]) == 1
+    assert 'no such video file' in capsys.readouterr().err
+    # an output extension OpenCV cannot write: exit 1, a clear message, no traceback, before the model loads
+    assert cli.main(['video', str(src), '--out', str(tmp_path / 'x.webm'), '--model', str(tmp_path / 'nomodel'),
+                     '--detector', 'whole-image']) == 1
+    err = capsys.readouterr().err
+    assert 'unsupported video extension' in err and 'Traceback' not in err
