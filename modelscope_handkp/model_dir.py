@@ -183,6 +183,7 @@ class DetectorSpec:
     checkpoint: str | None = None
     variant: str = 'full'
     score_threshold: float = DEFAULT_SCORE_THRESHOLD
+    tiles: object = None  # palm only: zoom-in pass for small hands, mode str or dict (detection/tiling.py); None = default
 
     def to_config(self, model_dir=None) -> dict:
         out = {'type': self.type}
@@ -191,6 +192,8 @@ class DetectorSpec:
             out['checkpoint'] = _relative(self.checkpoint, model_dir)
         if self.type == 'palm':
             out['variant'] = self.variant
+            if self.tiles is not None:
+                out['tiles'] = self.tiles if isinstance(self.tiles, str) else dict(self.tiles)
         if self.type in ('ssdlite', 'palm'):
             out['score_threshold'] = float(self.score_threshold)
         return out
@@ -299,6 +302,23 @@ def _score_threshold(value, where):
     return thr
 
 
+def _palm_tiles(value, where):
+    """The palm detector's ``tiles`` setting (a mode string or an object), checked; None if absent."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        value = dict(value)
+    elif not isinstance(value, str):
+        raise ModelDirError(f'{where}: expected a mode ("fallback", "always", "off") or an object like '
+                            f'{{"mode": "fallback", "tiles": 4}}, got {value!r}.')
+    try:
+        from .detection.tiling import tile_settings
+        tile_settings(value)
+    except (ValueError, TypeError) as e:
+        raise ModelDirError(f'{where}: {e}') from e
+    return value
+
+
 def detector_spec(cfg: Mapping, model_dir=None, fmt: str | None = None, where: str = CONFIG_FILE) -> DetectorSpec:
     """The detector a configuration asks for, with file paths made absolute."""
     fmt = fmt or config_format(cfg, where)
@@ -342,7 +362,8 @@ def detector_spec(cfg: Mapping, model_dir=None, fmt: str | None = None, where: s
             checkpoint=resolve(_require(det, 'checkpoint', f'{where} detector', 'the detector weights')),
             score_threshold=thr)
     if dtype == 'palm':
-        return DetectorSpec('palm', variant=str(det.get('variant', 'full')), score_threshold=thr)
+        return DetectorSpec('palm', variant=str(det.get('variant', 'full')), score_threshold=thr,
+                            tiles=_palm_tiles(det.get('tiles'), f'{where} detector.tiles'))
     return DetectorSpec(dtype, score_threshold=thr)
 
 

@@ -94,6 +94,8 @@ def build_detector(spec: md.DetectorSpec, where: str = 'the model directory') ->
             raise md.ModelDirError(
                 f"{where} asks for the palm detector (detector.type 'palm'), which this installation does not "
                 "provide yet; pass boxes= with detector='none', or use detector='ssdlite' / 'whole_image'.") from e
+        if getattr(spec, 'tiles', None) is not None:
+            return build_palm_detector(variant=spec.variant, tiles=spec.tiles)
         return build_palm_detector(variant=spec.variant)
     if spec.type == 'ssdlite':
         md.check_detector_files(spec, where)
@@ -116,7 +118,7 @@ class HandKeypointsPipeline(Pipeline):
 
     def __init__(self, model, preprocessor=None, detector=None, score_threshold: float | None = None,
                  flip_test: bool | None = None, input_color: str = 'bgr', max_batch: int = 64,
-                 backend: str | None = None, **kwargs):
+                 backend: str | None = None, min_keypoint_score: float | None = None, **kwargs):
         from .modelscope_model import HandKeypointsModel
         kwargs.pop('predictor_config', None)  # the published card's EasyCV predictor section
         self.input_color = _check_color(input_color)
@@ -155,6 +157,8 @@ class HandKeypointsPipeline(Pipeline):
         self.score_threshold = float(det_spec.score_threshold if score_threshold is None else score_threshold)
         self.flip_test = self.model.flip_test if flip_test is None else bool(flip_test)
         self.max_batch = max(1, int(max_batch))
+        self.min_keypoint_score = None if min_keypoint_score is None else _check_threshold(
+            min_keypoint_score, 'min_keypoint_score')
         from .backends import KINDS
         if backend is not None and backend not in KINDS + ('auto', ):
             raise ValueError(f"unknown backend {backend!r}; choose one of {('auto', ) + KINDS}.")
@@ -313,22 +317,49 @@ class HandKeypointsPipeline(Pipeline):
             if n == 0:
                 results.append(empty_result(model.num_keypoints))
                 continue
+            kps = keypoints[at:at + n]
+            at += n
+            keep = self._verified(dets, kps) if boxes is None else None
+            if keep is not None:
+                if not keep.any():
+                    results.append(empty_result(model.num_keypoints))
+                    continue
+                dets, kps = dets.take(np.flatnonzero(keep)), kps[keep]
             results.append({
-                OutputKeys.KEYPOINTS: np.ascontiguousarray(keypoints[at:at + n], dtype=np.float32),
+                OutputKeys.KEYPOINTS: np.ascontiguousarray(kps, dtype=np.float32),
                 OutputKeys.BOXES: enclosing_boxes(dets.boxes, dets.rotations),
                 OutputKeys.SCORES: dets.scores.astype(np.float32).copy(),
                 ROTATIONS: dets.rotations.astype(np.float32).copy(),
             })
-            at += n
         return results
 
+    def _verified(self, dets: Detections, keypoints: np.ndarray) -> np.ndarray | None:
+        """bool [M] hands that pass the keypoint-score check, or None when no check applies.
 
-def _check_threshold(value) -> float:
+        A detected hand is dropped when the mean of its keypoint scores (heatmap maxima) is below
+        ``min_keypoint_score`` (constructor option; every detected hand), or, for hands the palm
+        detector found on zoomed-in tiles, below the detector's ``tiles.min_keypoint_score``
+        (:mod:`modelscope_handkp.detection.tiling`).  Boxes given by the caller are never dropped."""
+        mean = keypoints[..., 2].astype(np.float64).mean(axis=1)
+        keep = np.ones(len(mean), bool)
+        checked = False
+        if self.min_keypoint_score is not None:
+            keep &= mean >= self.min_keypoint_score
+            checked = True
+        tile_thr = getattr(dets, 'min_keypoint_score', None)
+        from_tiles = getattr(dets, 'from_tiles', None)
+        if tile_thr is not None and from_tiles is not None and from_tiles.any():
+            keep &= ~(from_tiles & (mean < tile_thr))
+            checked = True
+        return keep if checked else None
+
+
+def _check_threshold(value, name: str = 'score_threshold') -> float:
     try:
         thr = float(value)
     except (TypeError, ValueError):
         thr = float('nan')
     if not (0.0 <= thr <= 1.0):
-        raise ValueError(f'score_threshold must be a number in [0, 1], got {value!r}.')
+        raise ValueError(f'{name} must be a number in [0, 1], got {value!r}.')
     return thr
 

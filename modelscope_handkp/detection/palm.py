@@ -307,6 +307,20 @@ def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, i
     return (np.asarray(out_b, np.float32), np.asarray(out_k, np.float32), np.asarray(out_s, np.float32))
 
 
+def _nms_leaders(boxes: np.ndarray, scores: np.ndarray, iou_thr: float, count: int) -> np.ndarray:
+    """int64 [count]: index of the best (leading) member of each cluster :func:`weighted_nms` forms."""
+    order = np.argsort(-np.asarray(scores, np.float32), kind='stable')
+    leaders = []
+    while len(order) and len(leaders) < count:
+        best = order[0]
+        leaders.append(best)
+        members = _iou_with(boxes[order], boxes[best]) > iou_thr
+        if not members.any():
+            break
+        order = order[~members]
+    return np.asarray(leaders, np.int64)
+
+
 def palm_to_hand_rects(palm_boxes: np.ndarray, palm_keypoints: np.ndarray):
     """Palm boxes [M, 4] (x1, y1, x2, y2) and keypoints [M, 7, 2] in image pixels -> hand
     rectangles: (centres float64 [M, 2], sides float64 [M] (squares), rotations float64 [M] in
@@ -359,6 +373,11 @@ class PalmDetections:
     sizes: np.ndarray
     rotations: np.ndarray
     image_size: tuple = (0, 0)  # (w, h) of the image
+    from_tiles: np.ndarray = None  # bool [M]: found by the tile pass (see .tiling); all False without it
+
+    def __post_init__(self):
+        if self.from_tiles is None:
+            self.from_tiles = np.zeros(len(self.scores), bool)
 
     def __len__(self):
         return len(self.scores)
@@ -395,13 +414,15 @@ class PalmDetector(HandDetector):
     crop_padding = 1.1
 
     def __init__(self, model: BlazePalm, device='cpu', score_thr: float = MIN_SCORE,
-                 iou_thr: float = NMS_IOU, max_hands: int | None = None):
+                 iou_thr: float = NMS_IOU, max_hands: int | None = None, tiles='off'):
+        from .tiling import tile_settings
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.score_thr = float(score_thr)
         self.iou_thr = float(iou_thr)
         self.max_hands = max_hands
         self.anchors = palm_anchors()
+        self.tiles = tile_settings(tiles)  # zoom-in pass for small hands (see .tiling)
 
     # -- preprocessing --------------------------------------------------------------------
     @staticmethod
@@ -458,8 +479,12 @@ class PalmDetector(HandDetector):
                               np.degrees(rots).astype(np.float32), (int(w), int(h)))
 
     # -- public API ---------------------------------------------------------------------------
-    def palms(self, images, score_thr=None):
-        """:class:`PalmDetections` for one image, or a list of them for a list of images."""
+    def palms(self, images, score_thr=None, tiles: bool = True):
+        """:class:`PalmDetections` for one image, or a list of them for a list of images.
+
+        With the detector's ``tiles`` setting not ``'off'`` (and ``tiles=True`` here), images whose
+        whole-image pass found nothing (``'fallback'``) or all images (``'always'``) are searched
+        again on overlapping tiles (:meth:`tile_palms`); their hands have ``from_tiles`` set."""
         single, ims = self._as_list(images)
         if not ims:
             return []
@@ -468,13 +493,101 @@ class PalmDetector(HandDetector):
         regs, scores = regs.numpy(), scores.numpy()
         out = [self.postprocess(regs[i], scores[i], pads[i], (im.shape[1], im.shape[0]), score_thr)
                for i, im in enumerate(ims)]
+        mode = self.tiles.mode
+        if tiles and mode != 'off':
+            need = [i for i, p in enumerate(out) if mode == 'always' or len(p) == 0]
+            if need:
+                tiled = self.tile_palms([ims[i] for i in need], score_thr,
+                                        whole=[out[i] for i in need] if mode == 'always' else None)
+                for i, p in zip(need, tiled):
+                    out[i] = p
         return out[0] if single else out
 
-    @staticmethod
-    def _to_detections(p: PalmDetections) -> Detections:
+    def tile_palms(self, images, score_thr=None, whole=None):
+        """Palms found on overlapping tiles of each image (see :mod:`.tiling`), merged across tiles
+        (and with ``whole``, the images' whole-image :class:`PalmDetections`, when given) by the
+        weighted NMS, in image pixels.  All tiles of all images share one batched forward (chunks of
+        ``tiles.max_batch``).  Images whose tiles would be under ``tiles.min_side`` px are not tiled."""
+        from .tiling import tile_matrices, tile_palm_keep, tile_windows
+        cfg = self.tiles
+        single, ims = self._as_list(images)
+        if whole is None:
+            whole = [None] * len(ims)
+        elif single and isinstance(whole, PalmDetections):
+            whole = [whole]
+        thr = cfg.score_thr if cfg.score_thr is not None else (self.score_thr if score_thr is None
+                                                               else float(score_thr))
+        windows, owner = [], []
+        for i, im in enumerate(ims):
+            h, w = im.shape[:2]
+            win = tile_windows(w, h, cfg.tiles, cfg.overlap)
+            if win[0, 2] - win[0, 0] < cfg.min_side:
+                continue
+            windows.append(win)
+            owner.extend([i] * len(win))
+        wins = np.concatenate(windows) if windows else np.zeros((0, 4))
+        owner = np.asarray(owner, np.int64)
+        n = len(wins)
+        batch = np.empty((n, PALM_INPUT_SIZE, PALM_INPUT_SIZE, 3), np.uint8)
+        for t, m in enumerate(tile_matrices(wins, PALM_INPUT_SIZE)):
+            cv2.warpAffine(ims[owner[t]], m, (PALM_INPUT_SIZE, PALM_INPUT_SIZE), dst=batch[t],
+                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        regs, logits = [], []
+        for a in range(0, n, cfg.max_batch):
+            x = torch.from_numpy(batch[a:a + cfg.max_batch]).permute(0, 3, 1, 2).to(torch.float32) / 255.0
+            r, s = self.forward_raw(x)
+            regs.append(r.numpy())
+            logits.append(s.numpy())
+        regs = np.concatenate(regs) if regs else np.zeros((0, PALM_NUM_ANCHORS, 18), np.float32)
+        logits = np.concatenate(logits) if logits else np.zeros((0, PALM_NUM_ANCHORS, 1), np.float32)
+        found = [[] for _ in ims]  # per image: (boxes, keypoints, scores, from_tiles)
+        for t in range(n):
+            side = float(wins[t, 2] - wins[t, 0])
+            boxes, kps, scores = decode_palms(regs[t], logits[t], self.anchors, thr)
+            if not len(scores):
+                continue
+            # tensor [0, 1] -> window pixels -> image pixels (exact: shift + uniform scale)
+            boxes = boxes.astype(np.float64) * side + np.tile(wins[t, :2], 2)
+            kps = kps.astype(np.float64) * side + wins[t, :2]
+            im = ims[owner[t]]
+            keep = tile_palm_keep(boxes, wins[t], (im.shape[1], im.shape[0]), cfg.edge_margin)
+            if keep.any():
+                found[owner[t]].append((boxes[keep], kps[keep], scores[keep], np.ones(int(keep.sum()), bool)))
+        out = [self._merge(found[i], whole[i], (im.shape[1], im.shape[0])) for i, im in enumerate(ims)]
+        return out[0] if single else out
+
+    def _merge(self, parts, whole, image_size) -> PalmDetections:
+        """Weighted NMS over tile palms (and the whole-image palms) in image pixels; a merged hand is
+        ``from_tiles`` when its best member came from a tile."""
+        if whole is not None and len(whole):
+            parts = parts + [(whole.boxes, whole.keypoints, whole.scores, np.zeros(len(whole), bool))]
+        if not parts:
+            z = np.zeros((0,), np.float32)
+            return PalmDetections(np.zeros((0, 4), np.float32), np.zeros((0, PALM_NUM_KEYPOINTS, 2), np.float32),
+                                  z, np.zeros((0, 2), np.float32), z, z, tuple(int(v) for v in image_size),
+                                  np.zeros((0,), bool))
+        boxes = np.concatenate([p[0] for p in parts]).astype(np.float32)
+        kps = np.concatenate([p[1] for p in parts]).astype(np.float32)
+        scores = np.concatenate([p[2] for p in parts]).astype(np.float32)
+        tiled = np.concatenate([p[3] for p in parts])
+        # which input is each merged detection's best one: weighted_nms visits by decreasing score
+        # (stable), so the k-th output's best member is the k-th survivor of that order; recover it by
+        # re-running the greedy selection on the flags (same order, same IoU test)
+        mb, mk, ms = weighted_nms(boxes, kps, scores, self.iou_thr, self.max_hands)
+        best = _nms_leaders(boxes, scores, self.iou_thr, len(ms))
+        centers, sides, rots = palm_to_hand_rects(mb, mk)
+        return PalmDetections(mb.astype(np.float32), mk.astype(np.float32), ms.astype(np.float32),
+                              centers.astype(np.float32), sides.astype(np.float32),
+                              np.degrees(rots).astype(np.float32), tuple(int(v) for v in image_size),
+                              tiled[best])
+
+    def _to_detections(self, p: PalmDetections) -> Detections:
         half = p.sizes[:, None] / 2
         boxes = np.concatenate([p.centers - half, p.centers + half], 1)
-        return Detections(boxes, p.scores, p.rotations)
+        if self.tiles.mode == 'off':
+            return Detections(boxes, p.scores, p.rotations)
+        from .tiling import TiledDetections
+        return TiledDetections(boxes, p.scores, p.rotations, p.from_tiles, self.tiles.min_keypoint_score)
 
     def detect_hands(self, image_rgb, score_thr=None):
         """Hand rectangles: :class:`Detections` whose ``boxes`` are the squares centred on the hand
@@ -523,12 +636,15 @@ def load_palm_weights(model: BlazePalm, weights=None) -> BlazePalm:
 
 
 def build_palm_detector(variant: str = 'full', device='cpu', weights=None, score_thr: float = MIN_SCORE,
-                        max_hands: int | None = None) -> PalmDetector:
+                        max_hands: int | None = None, tiles='fallback') -> PalmDetector:
     """The bundled MediaPipe palm detector (``variant`` 'full' or 'lite') as a hand detector.
 
-    ``weights``: another converted weights file (default: the shipped one).
+    ``weights``: another converted weights file (default: the shipped one).  ``tiles``: the zoom-in
+    pass for small hands (:class:`~modelscope_handkp.detection.tiling.TileSettings`, a dict of its
+    fields, or just the mode ``'fallback'`` (default: tiles only when the whole image gives no hand),
+    ``'always'`` or ``'off'`` (MediaPipe's detector exactly)).
     """
     if variant not in PALM_VARIANTS:
         raise ValueError(f"variant must be 'full' or 'lite', got {variant!r}")
     model = load_palm_weights(BlazePalm(variant), weights)
-    return PalmDetector(model, device=device, score_thr=score_thr, max_hands=max_hands)
+    return PalmDetector(model, device=device, score_thr=score_thr, max_hands=max_hands, tiles=tiles)
