@@ -542,7 +542,18 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
         self.optimizer.load_state_dict(state['optimizer'])
         if self.lr_scheduler is not None and state.get('lr_scheduler') is not None:
             iters = getattr(self.lr_scheduler, 'iters_per_epoch', None)
+            # the schedule comes from the configuration of THIS run (e.g. more epochs, other decay
+            # steps); only the counters come from the checkpoint
+            configured = {k: v for k, v in vars(self.lr_scheduler).items()
+                          if k in ('step_at', 'gamma', 'max_epochs', 'min_lr', 'min_lr_ratio', 'power', 'policy',
+                                   'by_epoch', 'warmup', 'warmup_ratio', 'warmup_iters')}
             self.lr_scheduler.load_state_dict(state['lr_scheduler'])
+            changed = {k: (getattr(self.lr_scheduler, k), v) for k, v in configured.items()
+                       if getattr(self.lr_scheduler, k) != v}
+            if changed:
+                self.logger.info('learning-rate schedule changed since the checkpoint (checkpoint -> now): '
+                                 + ', '.join(f'{k} {a} -> {b}' for k, (a, b) in changed.items()))
+            vars(self.lr_scheduler).update(configured)
             if iters is not None and iters != self.lr_scheduler.iters_per_epoch:
                 self.logger.warning(f'iterations per epoch changed since the checkpoint '
                                     f'({self.lr_scheduler.iters_per_epoch} -> {iters}): batch size, dataset or '
