@@ -827,7 +827,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('export', parents=[common], help='ONNX graphs of the keypoint network (and detector)',
                        description='Write the keypoint graph (flip test + DARK decoding inside: crops, centers, '
                                    'scales -> keypoints, scores) and optionally the SSDLite detector (raw outputs).')
-    _add_model(p, required=True)
+    _add_model(p, help_extra='; default: the bundled starter model, else the hub model ' + hub_model_id())
     p.add_argument('--out', required=True, metavar='FILE.onnx', help='keypoint graph')
     p.add_argument('--detector-out', default=None, metavar='FILE.onnx', help='SSDLite detector graph (raw outputs)')
     p.add_argument('--no-flip', action='store_true', help='no flip test inside the graph')

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -497,8 +498,25 @@ def _save_plain_checkpoint(src: Path, dst: Path, meta: dict) -> None:
                str(dst))
 
 
+def _local_or_hub(src) -> Path:
+    """A local directory as is; a hub id like ``owner/name`` that is not a local path is downloaded with
+    ModelScope's ``snapshot_download`` (needs network; the error says what to do without)."""
+    text = os.fspath(src) if src is not None else None
+    if text is None or Path(text).expanduser().exists() or not re.fullmatch(r'[\w.-]+/[\w.-]+', text) \
+            or text.startswith(('.', '~')):
+        return _check_dir(src)
+    try:
+        from modelscope.hub.snapshot_download import snapshot_download
+        return Path(snapshot_download(text))
+    except Exception as e:  # noqa: BLE001 - network errors of all kinds
+        raise ModelDirError(f'{text!r} is not a local folder and downloading it from the ModelScope hub failed '
+                            f'({type(e).__name__}: {str(e)[:200]}); download the model directory elsewhere and '
+                            'pass its local path.') from e
+
+
 def convert_model_dir(src, dst, overwrite: bool = False, check: bool = True) -> str:
-    """Write a copy of model directory ``src`` (published EasyCV layout or this plugin's) to ``dst`` in
+    """Write a copy of model directory ``src`` (published EasyCV layout or this plugin's; a local folder, or a
+    hub id, downloaded) to ``dst`` in
     this plugin's format, and return ``dst``.
 
     * ``configuration.json`` is rewritten (plain JSON, ``model.type`` ``handkp-topdown-hrnet``, a
@@ -511,7 +529,7 @@ def convert_model_dir(src, dst, overwrite: bool = False, check: bool = True) -> 
     ``overwrite=True``.  The copy is written to a temporary folder next to ``dst`` and renamed into
     place, so a failed conversion leaves nothing behind.
     """
-    src_path = _check_dir(src)
+    src_path = _local_or_hub(src)
     spec = load_model_spec(src_path, require_weights=True)
     dst_path = Path(os.fspath(dst)).expanduser()
     if dst_path.resolve() == src_path.resolve():

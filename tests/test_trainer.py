@@ -292,6 +292,21 @@ def test_resume_after_crash_gives_the_uninterrupted_result(tiny_dir, train16, va
     assert torch.load(tmp_path / 'a' / 'latest.pth', weights_only=True)['epoch'] == 1
 
 
+def test_resume_with_more_epochs_takes_the_new_schedule(tiny_dir, train16, tmp_path):
+    """Continuing a finished run with a longer schedule: counters from the checkpoint, the learning-rate
+    schedule (decay steps, max_epochs) from the new configuration."""
+    opts = {'train.max_epochs': 1, 'train.lr_scheduler.warmup': None, 'train.lr_scheduler.step': [5]}
+    a = build(tiny_dir, tmp_path / 'w', train16, None, opts)
+    a.train()
+    assert a.optimizer.param_groups[0]['lr'] == pytest.approx(5e-4)
+    more = dict(opts, **{'train.max_epochs': 2, 'train.lr_scheduler.step': [1]})
+    b = build(tiny_dir, tmp_path / 'w', train16, None, more, resume=True)
+    b.train()
+    assert b.epoch == 2 and b.iter == 8
+    assert b.lr_scheduler.step_at == [1] and b.lr_scheduler.max_epochs == 2
+    assert b.optimizer.param_groups[0]['lr'] == pytest.approx(5e-5)  # decayed at epoch 1 by the new step
+
+
 # ----------------------------------------------------------------------------- dataset inputs
 def test_dataset_inputs_msdataset_folder_and_data_root(tiny_dir, train16, data_dir, tmp_path):
     from modelscope.msdatasets import MsDataset
