@@ -62,23 +62,32 @@ def gaussian_blur_max_preserving(heatmaps: np.ndarray, kernel: int = 11) -> np.n
     return blurred.reshape(n, k, h, w).astype(np.float32)
 
 
+def _neighbours(maps: np.ndarray, preds: np.ndarray, reach: int, low: int):
+    """(valid [N,K], at(dy, dx) -> [N,K]): values of ``maps`` [N,K,H,W] next to each integer peak.
+
+    A peak is valid when ``low < x < W - reach`` and likewise in y (the original's border rules);
+    invalid peaks read a safe in-bounds pixel (their values are ignored by the callers)."""
+    n, k, h, w = maps.shape
+    px = np.trunc(preds[..., 0]).astype(np.int64)
+    py = np.trunc(preds[..., 1]).astype(np.int64)
+    valid = (px > low) & (px < w - reach) & (py > low) & (py < h - reach)
+    pxc = np.where(valid, px, reach)
+    pyc = np.where(valid, py, reach)
+    flat = maps.reshape(n, k, h * w)
+
+    def at(dy, dx):
+        return np.take_along_axis(flat, ((pyc + dy) * w + (pxc + dx))[..., None], axis=2)[..., 0]
+
+    return valid, at
+
+
 def taylor_refine(log_heatmaps: np.ndarray, preds: np.ndarray) -> np.ndarray:
     """One Newton step on the log-heatmap around each integer peak (DARK).
 
     Points within two pixels of the border, or with a singular Hessian, are left unchanged.
     """
-    n, k, h, w = log_heatmaps.shape
     preds = preds.copy()
-    px = np.trunc(preds[..., 0]).astype(np.int64)
-    py = np.trunc(preds[..., 1]).astype(np.int64)
-    valid = (px > 1) & (px < w - 2) & (py > 1) & (py < h - 2)
-    pxc = np.where(valid, px, 2)
-    pyc = np.where(valid, py, 2)
-    flat = log_heatmaps.reshape(n, k, h * w)
-
-    def at(dy, dx):
-        return np.take_along_axis(flat, ((pyc + dy) * w + (pxc + dx))[..., None], axis=2)[..., 0]
-
+    valid, at = _neighbours(log_heatmaps, preds, reach=2, low=1)
     c = at(0, 0)
     dx = np.float32(0.5) * (at(0, 1) - at(0, -1))
     dy = np.float32(0.5) * (at(1, 0) - at(-1, 0))
@@ -97,17 +106,8 @@ def taylor_refine(log_heatmaps: np.ndarray, preds: np.ndarray) -> np.ndarray:
 
 def quarter_offset(heatmaps: np.ndarray, preds: np.ndarray) -> np.ndarray:
     """Shift each integer peak a quarter pixel toward its higher neighbour (mmpose 'default')."""
-    n, k, h, w = heatmaps.shape
     preds = preds.copy()
-    px = np.trunc(preds[..., 0]).astype(np.int64)
-    py = np.trunc(preds[..., 1]).astype(np.int64)
-    valid = (px > 1) & (px < w - 1) & (py > 1) & (py < h - 1)
-    pxc = np.where(valid, px, 1)
-    pyc = np.where(valid, py, 1)
-    flat = heatmaps.reshape(n, k, h * w)
-
-    def at(dy, dx):
-        return np.take_along_axis(flat, ((pyc + dy) * w + (pxc + dx))[..., None], axis=2)[..., 0]
+    valid, at = _neighbours(heatmaps, preds, reach=1, low=1)
 
     diff = np.stack([at(0, 1) - at(0, -1), at(1, 0) - at(-1, 0)], axis=-1)
     preds += np.where(valid[..., None], np.sign(diff) * np.float32(0.25), 0).astype(np.float32)

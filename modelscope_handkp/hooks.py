@@ -51,31 +51,28 @@ WARMUPS = (None, 'constant', 'linear', 'exp')
 
 
 # ------------------------------------------------------------------------------------------- files
-def atomic_torch_save(obj, path: str) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
+def _atomic_write(path: str, mode: str, write) -> None:
+    """``write(file)`` into a temporary file in the same folder, fsync, then rename over ``path``."""
     tmp = f'{path}.tmp.{os.getpid()}'
     try:
-        with open(tmp, 'wb') as f:
-            torch.save(obj, f)
+        with open(tmp, mode, **({} if 'b' in mode else {'encoding': 'utf-8'})) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def atomic_torch_save(obj, path: str) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
+    _atomic_write(path, 'wb', lambda f: torch.save(obj, f))
 
 
 def atomic_write_text(path: str, text: str) -> None:
-    tmp = f'{path}.tmp.{os.getpid()}'
-    try:
-        with open(tmp, 'w', encoding='utf-8') as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Text to a temporary file in the same folder, then rename over ``path``."""
+    _atomic_write(path, 'w', lambda f: f.write(text))
 
 
 # ------------------------------------------------------------------------------------------- LR

@@ -368,16 +368,20 @@ def detector_spec(cfg: Mapping, model_dir=None, fmt: str | None = None, where: s
     return DetectorSpec(dtype, score_threshold=thr)
 
 
-def validate_configuration(cfg: Mapping, where: str = CONFIG_FILE, model_dir=None) -> str:
-    """Check every key ModelScope and this plugin read from a hand keypoint configuration; return its
-    format.  Raises :class:`ModelDirError` naming the missing or malformed key and the fix."""
-    cfg = decode_jsonplus(cfg)
-    fmt = config_format(cfg, where)
+def _check_task(cfg: Mapping, where: str) -> None:
     task = cfg.get('task')
     if task is None:
         raise ModelDirError(f"{where} is missing the key 'task'; add \"task\": \"{TASK}\".")
     if task != TASK:
         raise ModelDirError(f'{where} is for task {task!r}, not {TASK!r}; pass a hand keypoint model directory.')
+
+
+def validate_configuration(cfg: Mapping, where: str = CONFIG_FILE, model_dir=None) -> str:
+    """Check every key ModelScope and this plugin read from a hand keypoint configuration; return its
+    format.  Raises :class:`ModelDirError` naming the missing or malformed key and the fix."""
+    cfg = decode_jsonplus(cfg)
+    fmt = config_format(cfg, where)
+    _check_task(cfg, where)
     if 'framework' not in cfg:
         raise ModelDirError(f"{where} is missing the key 'framework'; add \"framework\": \"pytorch\".")
     pipe = cfg.get('pipeline')
@@ -400,11 +404,7 @@ def load_model_spec(model_dir, require_weights: bool = True, config: Mapping | N
     where = str(path / CONFIG_FILE)
     cfg = decode_jsonplus(config) if config is not None else read_configuration(path)
     fmt = config_format(cfg, where)
-    task = cfg.get('task')
-    if task is None:
-        raise ModelDirError(f"{where} is missing the key 'task'; add \"task\": \"{TASK}\".")
-    if task != TASK:
-        raise ModelDirError(f'{where} is for task {task!r}, not {TASK!r}; pass a hand keypoint model directory.')
+    _check_task(cfg, where)
     model_cfg = keypoint_model_cfg(cfg, fmt, where)
     flip, post, kernel = _test_settings(model_cfg)
     checkpoint = path / WEIGHTS_FILE

@@ -27,7 +27,7 @@ from test_model_dir import official_dir  # noqa: F401  (session fixture, for {of
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / 'README.md'
-BLOCK = re.compile(r'((?:<!--\s*test:[^>]*-->\s*\n)*)```(bash|python)\n(.*?)```', re.S)
+BLOCK = re.compile(r'((?:<!--\s*test:[^\n]*?-->[ \t]*\n)*)```(bash|python)\n(.*?)```', re.S)
 DIRECTIVE = re.compile(r'<!--\s*test:\s*(.*?)\s*-->')
 
 
