@@ -17,7 +17,7 @@ Figures:
    original's structure: per-crop preprocessing, a second forward for the mirrored crops,
    per-keypoint Python loops); the speed-up over it and the largest keypoint difference;
 5. decoding 64 hands x 21 keypoints: the per-keypoint loop vs the vectorised decoders;
-6. peak memory (``ru_maxrss``) of a fresh process that runs detector + keypoints on one
+6. peak memory (``VmHWM``, the high-water resident set) of a fresh process that runs detector + keypoints on one
    1920x1080 image, per backend.
 
 Timings are medians of several runs after warm-up.  Keypoint differences are reported for
@@ -325,15 +325,30 @@ boxes = bench.hand_boxes(image, 4)
 c, s = box_to_center_scale(boxes, 'xyxy', image_size=tuple(model.input_size))
 for _ in range(2):
     coords, scores = backend.predict(crop_to_tensor(image, c, s, tuple(model.input_size)), c, s, flip_test=True)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(bench.peak_rss_kib())
 '''
 
 
+def peak_rss_kib() -> int:
+    """Peak resident memory of this process in KiB: ``VmHWM`` of /proc/self/status on Linux.
+
+    Not ``ru_maxrss``: Linux keeps it across ``execve``, so a child started by a large process reports
+    its parent's peak (the first version of this benchmark printed the parent's 1.2 GiB for every child)."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('VmHWM:'):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def memory_section(kinds, threads) -> dict:
-    print('\n== peak memory (ru_maxrss of a fresh process: detector + 4 hands with flip test, 1920x1080 image) ==')
+    print('\n== peak memory (VmHWM of a fresh process: detector + 4 hands with flip test, 1920x1080 image) ==')
     out = {}
-    base = subprocess.run([sys.executable, '-c', 'import resource, torch, numpy, cv2, modelscope_handkp.backends; '
-                           'print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)'],
+    base = subprocess.run([sys.executable, '-c', f'import sys; sys.path.insert(0, {str(HERE)!r}); import torch, numpy, cv2; '
+                           'import modelscope_handkp.backends, run; print(run.peak_rss_kib())'],
                           capture_output=True, text=True, cwd=str(ROOT))
     if base.returncode == 0:
         out['imports only'] = int(base.stdout.split()[-1]) / 1024
