@@ -7,7 +7,8 @@ Copies ``configuration.json`` + ``pytorch_model.pt`` of a training output (``out
 with the best PCK on the validation split), sets the detector to the bundled MediaPipe palm detector,
 drops the training-only ``dataset`` paths of the machine that trained it, records where the model came
 from (``handkp.provenance``: source directory, best epoch and its validation metrics from
-``best.json``) and checks that the result loads with ``pipeline(Tasks.hand_2d_keypoints, ...)``.
+``best.json``), copies the model card ``docs/model_card.md`` as its ``README.md`` and checks
+that the result loads with ``pipeline(Tasks.hand_2d_keypoints, ...)``.
 An existing starter model is replaced only with ``--overwrite``.
 """
 from __future__ import annotations
@@ -30,8 +31,10 @@ def main(argv=None):
     ap.add_argument('src', help='trained model directory (e.g. work_dirs/starter/output_best)')
     ap.add_argument('--dest', default=str(DEST))
     ap.add_argument('--command', default='python tools/train_small.py --data ../shared/data/open_hands '
-                    '--work-dir work_dirs/starter --epochs 30 --threads 2',
+                    '--work-dir work_dirs/starter --epochs 12 --threads 2',
                     help='the training command to record')
+    ap.add_argument('--card', default=str(ROOT / 'docs' / 'model_card.md'),
+                    help="the model card, copied as the model directory's README.md (default: docs/model_card.md)")
     ap.add_argument('--overwrite', action='store_true')
     args = ap.parse_args(argv)
 
@@ -65,9 +68,10 @@ def main(argv=None):
         from modelscope.pipelines import pipeline
         from modelscope.utils.constant import Tasks
         pipeline(Tasks.hand_2d_keypoints, model=str(stage))  # loads: config, weights, palm detector
-        keep = [p for p in dest.iterdir() if p.name not in ('configuration.json', 'pytorch_model.pt')] \
+        shutil.copyfile(args.card, stage / 'README.md')
+        keep = [p for p in dest.iterdir() if p.name not in ('configuration.json', 'pytorch_model.pt', 'README.md')] \
             if dest.exists() else []
-        for p in keep:  # e.g. README.md (the model card) stays
+        for p in keep:  # anything else put there by hand stays
             shutil.copy2(p, stage / p.name)
         if dest.exists():
             shutil.rmtree(dest)
