@@ -12,21 +12,27 @@ import pytest
 
 import modelscope_handkp
 from modelscope_handkp.metrics import keypoint_metrics
+from test_palm import _gt_hands
+from test_pipeline import xyxy
 
 STARTER = Path(modelscope_handkp.__file__).resolve().parent / 'starter_model'
 pytestmark = pytest.mark.skipif(not (STARTER / 'configuration.json').is_file(),
                                 reason='no starter model is bundled in this checkout (tools/make_starter_model.py)')
 
+# thresholds set from the figures measured when the model was packaged (see the docstrings), with margin
+PCK_MIN = 0.35
+EPE_MAX = 48.0
+E2E_MAX_FRACTION = 0.4
+
 
 def _coco_hands(ann_file: Path):
     """[(image path, box xywh [4], keypoints [21,2], visible [21])] of a COCO-style hand file."""
-    d = json.loads(ann_file.read_text())
-    names = {im['id']: im['file_name'] for im in d['images']}
     out = []
-    for a in d['annotations']:
-        k = np.asarray(a['keypoints'], np.float32).reshape(21, 3)
-        out.append((ann_file.parent / names[a['image_id']], np.asarray(a['bbox'], np.float32), k[:, :2],
-                    np.minimum(1.0, k[:, 2]).astype(np.float32)))
+    for name, hands in _gt_hands(ann_file).items():
+        for box_xyxy, _, k in hands:
+            box = np.r_[box_xyxy[:2], box_xyxy[2:] - box_xyxy[:2]].astype(np.float32)
+            out.append((ann_file.parent / name, box, k[:, :2].astype(np.float32),
+                        np.minimum(1.0, k[:, 2]).astype(np.float32)))
     return out
 
 
@@ -78,8 +84,7 @@ def test_keypoints_with_gt_boxes_on_the_shared_images(hands, gt_hands):
     from modelscope.outputs import OutputKeys
     pred, gt, vis, boxes = [], [], [], []
     for path, box, kps, v in gt_hands:
-        xyxy = np.concatenate([box[:2], box[:2] + box[2:]])[None]
-        r = hands(str(path), boxes=xyxy, flip_test=True)
+        r = hands(str(path), boxes=xyxy(box), flip_test=True)
         assert r[OutputKeys.KEYPOINTS].shape == (1, 21, 3)
         pred.append(r[OutputKeys.KEYPOINTS][0, :, :2])
         gt.append(kps), vis.append(v), boxes.append(box)
@@ -105,16 +110,13 @@ def test_end_to_end_finds_and_places_the_onehand10k_hands(hands, data_dir):
 def test_in_domain_quality_on_open_hands_val(hands, data_dir):
     """Every 12th hand of the open_hands val split (the selection split, MediaPipe labels), GT boxes:
     measured PCK@0.2 0.99, AUC 0.80, EPE 5.5 px when packaged."""
-    import sys
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / 'benchmarks'))
-    from eval_hgc import load_hands
     from modelscope.outputs import OutputKeys
-    paths, gt, vis, boxes = load_hands(data_dir / 'open_hands', 'val')
-    idx = np.arange(0, len(paths), 12)
-    pred = []
-    for i in idx:
-        xyxy = np.concatenate([boxes[i, :2], boxes[i, :2] + boxes[i, 2:]])[None]
-        pred.append(hands(paths[i], boxes=xyxy, flip_test=True)[OutputKeys.KEYPOINTS][0, :, :2])
+    from modelscope_handkp.datasets.coco_wholebody_hand import load_coco_wholebody_hands
+    rec = load_coco_wholebody_hands(data_dir / 'open_hands' / 'annotations' / 'val.json', None)
+    idx = np.arange(0, len(rec), 12)
+    pred = [hands(rec.image_files[i], boxes=xyxy(rec.boxes[i]), flip_test=True)[OutputKeys.KEYPOINTS][0, :, :2]
+            for i in idx]
+    gt, vis, boxes = rec.joints, rec.visible, rec.boxes
     m = keypoint_metrics(np.stack(pred), gt[idx], vis[idx], boxes[idx])
     assert m['PCK'] >= 0.97 and m['AUC'] >= 0.74 and m['EPE'] <= 7.5, m
 
@@ -126,8 +128,3 @@ def test_numpy_bgr_equals_path(hands, data_dir):
     b = hands(cv2.imread(str(path)))[OutputKeys.KEYPOINTS]
     np.testing.assert_allclose(a, b, atol=1e-4)
 
-
-# thresholds set from the figures measured when the model was packaged (see the docstrings), with margin
-PCK_MIN = 0.35
-EPE_MAX = 48.0
-E2E_MAX_FRACTION = 0.4
