@@ -298,7 +298,85 @@ def test_pipeline_parsing():
                                             image_size=(128, 160))
     assert aug.flip_prob == 0.3 and aug.scale_factor == 0 and aug.rot_factor == 0
     assert aug.codec.sigma == 2 and aug.codec.unbiased_encoding and aug.heatmap_size == (32, 40)
-    with pytest.raises(ValueError, match="'TopDownRandomShiftBboxCenter'.*not supported"):
-        TopDownAugmentation.from_pipeline([dict(type='TopDownRandomShiftBboxCenter')])
+    with pytest.raises(ValueError, match="'Albumentation'.*not supported"):
+        TopDownAugmentation.from_pipeline([dict(type='Albumentation', transforms=[])])
+    shift = TopDownAugmentation.from_pipeline([dict(type='TopDownRandomShiftBboxCenter')])
+    assert (shift.shift_factor, shift.shift_prob) == (0.16, 0.3)  # mmpose 0.x defaults
+    photo = TopDownAugmentation.from_pipeline([dict(type='PhotometricDistortion', hue_delta=10)])
+    assert photo.photometric == {'brightness_delta': 32.0, 'contrast_range': (0.5, 1.5),
+                                 'saturation_range': (0.5, 1.5), 'hue_delta': 10.0}
+    with pytest.raises(ValueError, match='no parameter.*hue_range'):
+        TopDownAugmentation.from_pipeline([dict(type='PhotometricDistortion', hue_range=3)])
+    with pytest.raises(ValueError, match='contrast_range must be'):
+        TopDownAugmentation.from_pipeline([dict(type='PhotometricDistortion', contrast_range=(1.5, 0.5))])
+    with pytest.raises(ValueError, match='shift_factor >= 0'):
+        TopDownAugmentation.from_pipeline([dict(type='TopDownRandomShiftBboxCenter', prob=2)])
     with pytest.raises(ValueError, match='use_udp'):
         TopDownAugmentation.from_pipeline([dict(type='TopDownAffine', use_udp=True)])
+
+
+def _sample_inputs(seed=0):
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 256, (180, 240, 3), dtype=np.uint8)
+    joints = rng.uniform(60, 140, (K, 2))
+    center, scale = box_to_center_scale([60, 50, 90, 100], 'xywh', (128, 128))
+    return img, joints, np.ones(K, np.float32), center, scale
+
+
+def test_box_shift_moves_the_crop_by_the_drawn_offset():
+    img, joints, vis, center, scale = _sample_inputs()
+    base = dict(image_size=(128, 128), flip_prob=0.5, scale_factor=0.25, rot_factor=30, sigma=2)
+    plain = TopDownAugmentation(**base)
+    shifted = TopDownAugmentation(**base, shift_factor=0.16, shift_prob=1.0)
+    for seed in range(5):
+        a = plain(img, joints, vis, center, scale, np.random.default_rng(seed))
+        b = shifted(img, joints, vis, center, scale, np.random.default_rng(seed))
+        # the flip/scale/rotation draws come first and are unchanged by the new step
+        assert (a['flip'], a['scale_factor'], a['rotation']) == (b['flip'], b['scale_factor'], b['rotation'])
+        rng = np.random.default_rng(seed)
+        rng.random((1, 4)), rng.standard_normal((1, 2))
+        u = rng.random(3)
+        offset = (u[1:] * 2 - 1) * 0.16 * np.asarray(scale) * 200
+        assert np.all(np.abs(offset) <= 0.16 * np.asarray(scale) * 200) and np.abs(offset).max() > 1
+        # the shifted sample is the plain sample of the shifted box
+        c2 = (np.asarray(center, np.float32) + offset.astype(np.float32))
+        ref = plain.crop_matrix(img.shape[1], c2, scale, b['flip'], b['scale_factor'], b['rotation'])
+        crop = cv2.warpAffine(img, ref, (128, 128), flags=cv2.INTER_LINEAR)
+        torch.testing.assert_close(b['img'], plain.normalize(crop), rtol=0, atol=1e-6)
+        kp = (joints @ ref[:, :2].T + ref[:, 2]).astype(np.float32)
+        target, _ = plain.codec.encode(kp, vis)
+        assert torch.equal(b['target'], torch.from_numpy(target))
+        assert not torch.equal(a['target'], b['target'])
+
+
+def test_photometric_distortion_changes_colours_only():
+    img, joints, vis, center, scale = _sample_inputs(1)
+    base = dict(image_size=(128, 128), flip_prob=0.5, scale_factor=0.25, rot_factor=30, sigma=2)
+    plain = TopDownAugmentation(**base)
+    identity = TopDownAugmentation(**base, photometric=dict(brightness_delta=0, contrast_range=(1, 1),
+                                                            saturation_range=(1, 1), hue_delta=0))
+    bright = TopDownAugmentation(**base, photometric=dict(brightness_delta=40, contrast_range=(1, 1),
+                                                          saturation_range=(1, 1), hue_delta=0))
+    full = TopDownAugmentation(**base, photometric={})
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
+    offsets, changed = [], 0
+    for seed in range(12):
+        a = plain(img, joints, vis, center, scale, np.random.default_rng(seed))
+        for aug in (identity, bright, full):
+            b = aug(img, joints, vis, center, scale, np.random.default_rng(seed))
+            assert torch.equal(a['target'], b['target']) and torch.equal(a['target_weight'], b['target_weight'])
+        # neutral settings: the same pixels (up to the float HSV round trip)
+        b = identity(img, joints, vis, center, scale, np.random.default_rng(seed))
+        torch.testing.assert_close(b['img'], a['img'], rtol=0, atol=1e-4)
+        # brightness only: one constant offset in [-40, 40] grey levels wherever nothing clipped
+        b = bright(img, joints, vis, center, scale, np.random.default_rng(seed))
+        d = ((b['img'] - a['img']) * std * 255).numpy()
+        x = (a['img'] * std + torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)).numpy() * 255
+        inside = (x > 45) & (x < 210)
+        assert np.ptp(d[inside]) < 1e-2 and abs(d[inside].mean()) <= 40 + 1e-3
+        offsets.append(d[inside].mean())
+        changed += not torch.allclose(full(img, joints, vis, center, scale, np.random.default_rng(seed))['img'],
+                                      a['img'], atol=1e-3)
+    offsets = np.asarray(offsets)
+    assert 3 <= np.sum(np.abs(offsets) > 0.5) <= 10  # applied with probability 0.5
+    assert changed >= 10  # four independent changes at p = 0.5: all skipped in 1/16 of the draws

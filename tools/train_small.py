@@ -31,20 +31,43 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def small_model_dir(dst: str, size: int, width: int, blocks: int, overwrite: bool) -> str:
-    """A configuration-only model directory (this plugin's format) for the small network."""
+def train_pipeline(size: int, augment: str) -> list:
+    """The EasyCV-style training pipeline: ``standard`` is the published model's augmentation,
+    ``strong`` adds box-centre shifts, colour distortion and wider scale/rotation ranges."""
+    if augment == 'standard':
+        geometric = [{'type': 'TopDownRandomFlip', 'flip_prob': 0.5},
+                     {'type': 'TopDownGetRandomScaleRotation', 'rot_factor': 30, 'scale_factor': 0.25}]
+    elif augment == 'strong':
+        geometric = [{'type': 'TopDownRandomFlip', 'flip_prob': 0.5},
+                     {'type': 'TopDownRandomShiftBboxCenter', 'shift_factor': 0.16, 'prob': 0.3},
+                     {'type': 'TopDownGetRandomScaleRotation', 'rot_factor': 45, 'scale_factor': 0.3,
+                      'rot_prob': 0.6},
+                     {'type': 'PhotometricDistortion', 'hue_delta': 10}]
+    else:
+        raise ValueError(f"augment must be 'standard' or 'strong', got {augment!r}")
+    return geometric + [
+        {'type': 'TopDownAffine'}, {'type': 'MMToTensor'},
+            {'type': 'NormalizeTensor', 'mean': [0.485, 0.456, 0.406], 'std': [0.229, 0.224, 0.225]},
+        {'type': 'TopDownGenerateTarget', 'sigma': 2 if size <= 160 else 3}]
+
+
+def small_model_dir(dst: str, size: int, width: int, blocks: int, overwrite: bool, augment: str = 'standard',
+                    init_from: str | None = None) -> str:
+    """A model directory (this plugin's format) for the small network: configuration only (random
+    initial weights), or with a copy of ``init_from``'s weights to fine-tune them."""
     from modelscope_handkp.model_dir import handkp_configuration
     from modelscope_handkp.models import hrnet_extra, hrnet_model_cfg
     mc = hrnet_model_cfg(hrnet_extra(width, blocks=blocks, modules=(1, 1, 2, 1), stem_blocks=2),
                          image_size=(size, size))
+    if init_from is not None:
+        src = json.load(open(os.path.join(init_from, 'configuration.json'))).get('model', {})
+        want = json.loads(json.dumps(mc))
+        if any(src.get(k) != want[k] for k in ('backbone', 'image_size')):
+            raise ValueError(f'--init-from {init_from}: its network is not the one asked for here (--size {size} '
+                             f'--width {width} --blocks {blocks}); pass the same --size/--width/--blocks.')
     cfg = handkp_configuration(mc, {'type': 'none'})
     cfg['dataset'] = {
-        'train': {'type': 'HandCocoWholeBodyDataset', 'pipeline': [
-            {'type': 'TopDownRandomFlip', 'flip_prob': 0.5},
-            {'type': 'TopDownGetRandomScaleRotation', 'rot_factor': 30, 'scale_factor': 0.25},
-            {'type': 'TopDownAffine'}, {'type': 'MMToTensor'},
-            {'type': 'NormalizeTensor', 'mean': [0.485, 0.456, 0.406], 'std': [0.229, 0.224, 0.225]},
-            {'type': 'TopDownGenerateTarget', 'sigma': 2 if size <= 160 else 3}]},
+        'train': {'type': 'HandCocoWholeBodyDataset', 'pipeline': train_pipeline(size, augment)},
         'val': {'type': 'HandCocoWholeBodyDataset'}}
     cfg['train'] = {'max_epochs': 8, 'dataloader': {'batch_size_per_gpu': 32, 'workers_per_gpu': 1},
                     'optimizer': {'type': 'Adam', 'lr': 1e-3},
@@ -64,6 +87,9 @@ def small_model_dir(dst: str, size: int, width: int, blocks: int, overwrite: boo
     os.makedirs(dst, exist_ok=True)
     with open(path, 'w') as f:
         f.write(text)
+    if init_from is not None:
+        import shutil
+        shutil.copyfile(os.path.join(init_from, 'pytorch_model.pt'), os.path.join(dst, 'pytorch_model.pt'))
     return dst
 
 
@@ -81,6 +107,12 @@ def main(argv=None):
     ap.add_argument('--batch-size', type=int, default=32)
     ap.add_argument('--workers', type=int, default=1)
     ap.add_argument('--lr', type=float, default=1e-3)
+    ap.add_argument('--augment', choices=('standard', 'strong'), default='standard',
+                    help='standard: flip, scale 0.25, rotation 30 (the published recipe); strong: adds box shifts, '
+                    'colour distortion, scale 0.3, rotation 45')
+    ap.add_argument('--init-from', default=None, metavar='MODEL_DIR',
+                    help='start from the weights of this model directory (same network), e.g. to fine-tune '
+                    'the first stage of the starter model with --augment strong; the directory is only read')
     ap.add_argument('--device', default=None, help="'cpu' or 'gpu' (default: a GPU when available)")
     ap.add_argument('--threads', type=int, default=None,
                     help='torch CPU threads (default: torch\'s choice; use 1 on a machine shared with other jobs, '
@@ -100,7 +132,8 @@ def main(argv=None):
     rank = int(os.environ.get('RANK', 0))
     model_dir = os.path.join(work_dir, 'init_model')
     if rank == 0:
-        small_model_dir(model_dir, args.size, args.width, args.blocks, args.overwrite or args.resume)
+        small_model_dir(model_dir, args.size, args.width, args.blocks, args.overwrite or args.resume,
+                        augment=args.augment, init_from=args.init_from)
     if int(os.environ.get('WORLD_SIZE', 1)) > 1:
         import time
         while not os.path.exists(os.path.join(model_dir, 'configuration.json')):

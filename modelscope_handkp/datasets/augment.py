@@ -14,6 +14,20 @@ NormalizeTensor -> TopDownGenerateTarget`` does, with the same random-number sem
 * ``/255`` and mean/std normalisation;
 * Gaussian heatmap targets and target weights from :class:`modelscope_handkp.codec.HeatmapCodec`.
 
+Two optional steps (off unless the pipeline lists them; mmpose 0.x names and meaning), used by the
+starter model's robustness stage:
+
+* ``TopDownRandomShiftBboxCenter(shift_factor=0.16, prob=0.3)``: with probability ``prob`` the box
+  centre moves by ``uniform(-1, 1) * shift_factor * box size`` in x and y (the hand is no longer
+  centred in the crop, as with an imprecise detector);
+* ``PhotometricDistortion(brightness_delta=32, contrast_range=(0.5, 1.5),
+  saturation_range=(0.5, 1.5), hue_delta=18)``: each of brightness (add), contrast (multiply),
+  saturation and hue (in HSV) is changed with probability 0.5, on the crop, in float32, clipped
+  to [0, 255].
+
+Their random numbers are drawn after the flip/scale/rotation ones, so a pipeline without them
+draws exactly the same samples as before they existed.
+
 Random numbers come from a ``numpy.random.Generator`` the caller passes (the dataset derives it
 from ``(seed, epoch, index)``), so a sample is the same whatever the worker, the process or a
 resume.  Everything is vectorised: keypoints go through one matrix product, targets through
@@ -34,7 +48,8 @@ from ..transforms import IMAGENET_MEAN, IMAGENET_STD, get_affine_matrices
 # silent no-op).  ``TopDownHalfBodyTransform`` needs body joints and does nothing for hands.
 _NOOP_STEPS = {'MMToTensor', 'ToTensor', 'PoseCollect', 'Collect', 'LoadImageFromFile', 'TopDownHalfBodyTransform'}
 _KNOWN_STEPS = _NOOP_STEPS | {
-    'TopDownRandomFlip', 'TopDownGetRandomScaleRotation', 'TopDownAffine', 'NormalizeTensor', 'TopDownGenerateTarget'
+    'TopDownRandomFlip', 'TopDownGetRandomScaleRotation', 'TopDownAffine', 'NormalizeTensor', 'TopDownGenerateTarget',
+    'TopDownRandomShiftBboxCenter', 'PhotometricDistortion'
 }
 
 
@@ -60,12 +75,15 @@ class TopDownAugmentation:
         zero_outside: also give weight 0 to keypoints whose centre falls off the heatmap; the
             original (``False``) only zeroes keypoints whose whole 6-sigma window is outside.
         mean, std: normalisation of the [0, 1] RGB image.
+        shift_factor, shift_prob: random box-centre shift (0 = off), see the module docstring.
+        photometric: ``None`` (off) or a dict with ``brightness_delta``, ``contrast_range``,
+            ``saturation_range``, ``hue_delta``.
     """
 
     def __init__(self, image_size=(256, 256), heatmap_size=None, train: bool = True, flip_prob: float = 0.5,
                  scale_factor: float = 0.25, rot_factor: float = 30.0, rot_prob: float = 0.6, sigma: float = 2.0,
                  unbiased_encoding: bool = False, zero_outside: bool = False, mean=IMAGENET_MEAN,
-                 std=IMAGENET_STD):
+                 std=IMAGENET_STD, shift_factor: float = 0.0, shift_prob: float = 0.0, photometric=None):
         self.image_size = _as_pair(image_size, 'image_size')
         self.heatmap_size = (_as_pair(heatmap_size, 'heatmap_size') if heatmap_size is not None else
                              (self.image_size[0] // 4, self.image_size[1] // 4))
@@ -78,13 +96,20 @@ class TopDownAugmentation:
         self.std = np.asarray(std, dtype=np.float32).reshape(1, 1, 3)
         if np.any(self.std <= 0):
             raise ValueError(f'normalisation std must be positive, got {std!r}')
+        self.shift_factor = float(shift_factor)
+        self.shift_prob = float(shift_prob)
+        if self.shift_factor < 0 or not 0 <= self.shift_prob <= 1:
+            raise ValueError(f'TopDownRandomShiftBboxCenter needs shift_factor >= 0 and 0 <= prob <= 1, '
+                             f'got {shift_factor!r}, {shift_prob!r}')
+        self.photometric = None if photometric is None else _photometric_params(photometric)
         self.codec = HeatmapCodec(input_size=self.image_size, heatmap_size=self.heatmap_size, sigma=sigma,
                                   unbiased_encoding=unbiased_encoding, zero_outside=zero_outside)
 
     def __repr__(self):
         return (f'TopDownAugmentation(image_size={self.image_size}, heatmap_size={self.heatmap_size}, '
                 f'train={self.train}, flip_prob={self.flip_prob}, scale_factor={self.scale_factor}, '
-                f'rot_factor={self.rot_factor}, rot_prob={self.rot_prob}, codec={self.codec!r})')
+                f'rot_factor={self.rot_factor}, rot_prob={self.rot_prob}, shift_factor={self.shift_factor}, '
+                f'shift_prob={self.shift_prob}, photometric={self.photometric}, codec={self.codec!r})')
 
     # ------------------------------------------------------------------ config
     @classmethod
@@ -127,6 +152,11 @@ class TopDownAugmentation:
                 kw['sigma'] = float(step.get('sigma', 2))
                 kw['unbiased_encoding'] = bool(step.get('unbiased_encoding', False))
                 kw['zero_outside'] = bool(step.get('zero_outside', False))
+            elif t == 'TopDownRandomShiftBboxCenter':
+                kw['shift_factor'] = float(step.get('shift_factor', 0.16))
+                kw['shift_prob'] = float(step.get('prob', 0.3))
+            elif t == 'PhotometricDistortion':
+                kw['photometric'] = {k: v for k, v in step.items() if k != 'type'}
         return cls(**kw)
 
     # ------------------------------------------------------------------ randomness
@@ -157,8 +187,36 @@ class TopDownAugmentation:
             m = m @ f
         return m
 
+    def random_shift(self, rng: np.random.Generator, scale) -> np.ndarray:
+        """float32 [2] centre offset in image pixels (zeros when the shift is off or not drawn)."""
+        u = rng.random(3)
+        if u[0] > self.shift_prob:
+            return np.zeros(2, np.float32)
+        size = np.asarray(scale, np.float64).reshape(2) * 200.0
+        return ((u[1:] * 2.0 - 1.0) * self.shift_factor * size).astype(np.float32)
+
+    def distort(self, crop_uint8: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Photometric distortion of an RGB uint8 crop -> float32 [H, W, 3] in [0, 255]."""
+        p = self.photometric
+        u = rng.random(8)
+        x = crop_uint8.astype(np.float32)
+        if u[0] < 0.5:
+            x += np.float32((u[1] * 2.0 - 1.0) * p['brightness_delta'])
+        if u[2] < 0.5:
+            lo, hi = p['contrast_range']
+            x *= np.float32(lo + u[3] * (hi - lo))
+        if u[4] < 0.5 or u[6] < 0.5:
+            hsv = cv2.cvtColor(np.clip(x, 0.0, 255.0) / np.float32(255.0), cv2.COLOR_RGB2HSV)  # H in [0, 360)
+            if u[4] < 0.5:
+                lo, hi = p['saturation_range']
+                hsv[..., 1] = np.clip(hsv[..., 1] * np.float32(lo + u[5] * (hi - lo)), 0.0, 1.0)
+            if u[6] < 0.5:
+                hsv[..., 0] = np.mod(hsv[..., 0] + np.float32((u[7] * 2.0 - 1.0) * p['hue_delta'] * 2.0), 360.0)
+            x = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB) * np.float32(255.0)
+        return np.clip(x, 0.0, 255.0, out=x)
+
     def normalize(self, crop_uint8: np.ndarray) -> torch.Tensor:
-        """uint8 [H, W, 3] RGB -> float32 [3, H, W]: /255 then (x - mean) / std."""
+        """uint8 (or float32 in [0, 255]) [H, W, 3] RGB -> float32 [3, H, W]: /255 then (x - mean) / std."""
         x = crop_uint8.astype(np.float32) / np.float32(255.0)
         x = (x - self.mean) / self.std
         return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
@@ -174,9 +232,13 @@ class TopDownAugmentation:
             raise ValueError('a numpy Generator is needed for training-time augmentation')
         h_img, w_img = image_rgb.shape[:2]
         flip, sfac, rot = self.random_params(rng, 1) if self.train else self.random_params(None, 1)
+        if self.train and self.shift_factor > 0 and self.shift_prob > 0:
+            center = np.asarray(center, np.float32).reshape(2) + self.random_shift(rng, scale)
         m = self.crop_matrix(w_img, center, scale, bool(flip[0]), float(sfac[0]), float(rot[0]))
         w, h = self.image_size
         crop = cv2.warpAffine(image_rgb, m, (w, h), flags=cv2.INTER_LINEAR)
+        if self.train and self.photometric is not None:
+            crop = self.distort(crop, rng)
         out = {'img': self.normalize(crop)}
         if not self.train:
             return out
@@ -189,3 +251,25 @@ class TopDownAugmentation:
         out['scale_factor'] = float(sfac[0])
         out['rotation'] = float(rot[0])
         return out
+
+
+def _photometric_params(cfg) -> dict:
+    """Validated PhotometricDistortion settings with mmpose 0.x defaults."""
+    if not isinstance(cfg, Mapping):
+        raise ValueError(f'PhotometricDistortion settings must be a dict, got {cfg!r}')
+    unknown = set(cfg) - {'brightness_delta', 'contrast_range', 'saturation_range', 'hue_delta'}
+    if unknown:
+        raise ValueError(f'PhotometricDistortion has no parameter(s) {sorted(unknown)}; known: brightness_delta, '
+                         'contrast_range, saturation_range, hue_delta')
+    out = {'brightness_delta': float(cfg.get('brightness_delta', 32)),
+           'contrast_range': tuple(float(v) for v in cfg.get('contrast_range', (0.5, 1.5))),
+           'saturation_range': tuple(float(v) for v in cfg.get('saturation_range', (0.5, 1.5))),
+           'hue_delta': float(cfg.get('hue_delta', 18))}
+    for k in ('contrast_range', 'saturation_range'):
+        lo_hi = out[k]
+        if len(lo_hi) != 2 or not 0 <= lo_hi[0] <= lo_hi[1]:
+            raise ValueError(f'PhotometricDistortion {k} must be (low, high) with 0 <= low <= high, got {lo_hi!r}')
+    if out['brightness_delta'] < 0 or not 0 <= out['hue_delta'] <= 180:
+        raise ValueError('PhotometricDistortion needs brightness_delta >= 0 and 0 <= hue_delta <= 180 '
+                         f'(OpenCV hue units), got {out["brightness_delta"]!r}, {out["hue_delta"]!r}')
+    return out
