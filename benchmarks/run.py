@@ -380,7 +380,8 @@ def levers_section(model, threads, flops, gemm, repeats) -> dict:
         ('onnxruntime, all opt', dict(kind='onnxruntime')),
         ('onnxruntime, no spinning', dict(kind='onnxruntime', spinning=False)),
         ('onnxruntime, 1 thread', dict(kind='onnxruntime', num_threads=1)),
-        ('openvino', dict(kind='openvino')),
+        ('openvino (1 stream per core)', dict(kind='openvino')),
+        ('openvino, 1 stream (latency)', dict(kind='openvino', streams=1)),
         ('openvino, 1 thread', dict(kind='openvino', num_threads=1)),
     ]
     out = {}

@@ -23,8 +23,9 @@ Kinds:
     version), run by an ONNX Runtime CPU session with all graph optimisations and one intra-op
     thread per core.  Needs ``pip install onnxruntime`` (extra ``[onnx]``).
 ``openvino``
-    The same ONNX file compiled by OpenVINO for the CPU (fp32, latency hint).  Needs
-    ``pip install openvino``.
+    The same ONNX file compiled by OpenVINO for the CPU (fp32): batches are cut into one chunk per
+    core and run as concurrent streams, single crops by a latency-compiled copy.  Needs
+    ``pip install openvino`` (extra ``[openvino]``).
 ``auto``
     The first of :data:`AUTO_ORDER` that is installed and passes a one-crop self-check against
     the eager model; anything that fails is logged as a warning and the next is tried, ending
@@ -61,7 +62,7 @@ __all__ = ['make_backend', 'available_backends', 'AUTO_ORDER', 'KINDS', 'EagerBa
 logger = logging.getLogger(__name__)
 
 KINDS = ('eager', 'fused', 'onnxruntime', 'openvino')
-# fastest first, as measured by benchmarks/run.py on 2-core AVX-512 machines
+# fastest first, as measured by benchmarks/run.py (2-core AMD EPYC, AVX2)
 AUTO_ORDER = ('openvino', 'onnxruntime', 'fused', 'eager')
 EXPORT_VERSION = 1  # bump when the exported graph changes, to invalidate cached files
 SELF_CHECK_RTOL = 1e-4  # self-check: max |heatmap difference| / max |heatmap|
@@ -287,29 +288,54 @@ class OnnxRuntimeBackend(_OnnxFileBackend):
 
 
 class OpenVinoBackend(_OnnxFileBackend):
-    """OpenVINO CPU plugin (fp32, latency hint) over the cached network graph."""
+    """OpenVINO CPU plugin (fp32) over the cached network graph.
+
+    Two compiled models share the file: a latency one (one stream, all threads) for single crops,
+    and a throughput one with one stream per thread for batches, which are cut into one chunk per
+    stream and run concurrently.  Each crop is computed on its own either way, so the heatmaps do
+    not depend on how a batch is cut.  On 2-core machines the streams are 15-25 % faster than one
+    stream with two threads (``benchmarks/run.py --levers``): the small HRNet branches do not keep
+    two threads busy, two independent crops do.
+    """
 
     name = 'openvino'
 
-    def __init__(self, model: nn.Module, num_threads: int | None = None, onnx_path=None):
+    def __init__(self, model: nn.Module, num_threads: int | None = None, onnx_path=None, streams: int | None = None):
         try:
             import openvino as ov
         except ImportError as e:
-            raise BackendError('openvino is not installed; pip install openvino') from e
+            raise BackendError('openvino is not installed; pip install openvino (or the [openvino] extra)') from e
         super().__init__(model, num_threads, onnx_path)
         core = ov.Core()
-        config = {'INFERENCE_NUM_THREADS': self.threads, 'PERFORMANCE_HINT': 'LATENCY',
-                  'INFERENCE_PRECISION_HINT': 'f32'}
         try:
             core.set_property({'CACHE_DIR': str(self.onnx_path.parent / 'openvino')})
         except Exception:  # noqa: BLE001 - the compiled-model cache is only an optimisation
             pass
-        self.compiled = core.compile_model(core.read_model(str(self.onnx_path)), 'CPU', config)
+        graph = core.read_model(str(self.onnx_path))
+        self.streams = max(1, int(streams) if streams is not None else self.threads)
+        self.compiled = core.compile_model(graph, 'CPU', {
+            'INFERENCE_NUM_THREADS': self.threads, 'PERFORMANCE_HINT': 'LATENCY', 'INFERENCE_PRECISION_HINT': 'f32'})
         self.request = self.compiled.create_infer_request()
+        self.requests = []
+        if self.streams > 1:
+            self.compiled_streams = core.compile_model(graph, 'CPU', {
+                'INFERENCE_NUM_THREADS': self.threads, 'NUM_STREAMS': self.streams,
+                'INFERENCE_PRECISION_HINT': 'f32'})
+            self.requests = [self.compiled_streams.create_infer_request() for _ in range(self.streams)]
 
     def _run(self, batch):
-        self.request.infer({0: batch})
-        return np.array(self.request.get_output_tensor(0).data, copy=True)
+        n = batch.shape[0]
+        if n < 2 or not self.requests:
+            self.request.infer({0: batch})
+            return np.array(self.request.get_output_tensor(0).data, copy=True)
+        bounds = np.linspace(0, n, min(n, len(self.requests)) + 1).round().astype(int)
+        chunks = [np.ascontiguousarray(batch[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+        used = self.requests[:len(chunks)]
+        for request, chunk in zip(used, chunks):
+            request.start_async({0: chunk})
+        for request in used:
+            request.wait()
+        return np.concatenate([np.asarray(r.get_output_tensor(0).data) for r in used], axis=0)
 
 
 _CLASSES = {'eager': EagerBackend, 'fused': FusedBackend, 'onnxruntime': OnnxRuntimeBackend,

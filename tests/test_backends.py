@@ -311,6 +311,24 @@ def test_backend_predict_with_rotations(built, eager, eager_heatmaps, topdown_re
     assert np.abs(plain - ref_c).max() > 1.0  # the rotations matter
 
 
+@pytest.mark.skipif(not HAS_OV, reason='openvino not installed (optional backend: pip install openvino)')
+def test_openvino_streams_cut_batches_without_changing_numbers(model, built, eager_heatmaps, topdown_ref):
+    """Batches are cut into one chunk per stream (3 crops -> 2 + 1 here); single crops use the
+    latency model.  Every way gives the eager heatmaps, in the order of the crops."""
+    backend = built('openvino')
+    assert backend.streams == backend.threads and len(backend.requests) == (backend.streams if backend.streams > 1
+                                                                             else 0)
+    two = backends.OpenVinoBackend(model, num_threads=2, onnx_path=backend.onnx_path, streams=2)
+    one = backends.OpenVinoBackend(model, num_threads=2, onnx_path=backend.onnx_path, streams=1)
+    assert len(two.requests) == 2 and one.requests == []
+    x = torch.from_numpy(topdown_ref['input_tensor'])
+    ref = eager_heatmaps[False]
+    for b in (one, two):
+        for idx in ([0, 1, 2], [3], [2, 0, 3, 1]):
+            hm = b.heatmaps(x[idx], flip_test=False)
+            assert float((hm - ref[idx]).abs().max() / ref.abs().max()) <= 1e-5, (b.streams, idx)
+
+
 @pytest.mark.parametrize('kind', [pytest.param('eager')] + FAST_KINDS)
 def test_backend_empty_batch_and_bad_arguments(built, eager, kind):
     backend = eager if kind == 'eager' else built(kind)
