@@ -664,16 +664,16 @@ def cmd_export(args) -> int:
             raise CLIError(f'{p} already exists; pass --overwrite to replace it, or another path.')
     model_dir = resolve_model(args.model)
     from . import model_dir as md
-    from .export import export_detector_onnx, export_keypoint_onnx
+    from .export import export_detector_onnx, export_keypoint_onnx, export_palm_net
     from .modelscope_model import HandKeypointsModel
 
     spec = md.load_model_spec(model_dir, require_weights=True)
     detector = None
     if args.detector_out is not None:  # check before the (slow) keypoint export
-        if spec.detector.type != 'ssdlite':
+        if spec.detector.type not in ('ssdlite', 'palm'):
             raise CLIError(f'--detector-out: the model directory {model_dir} has detector type '
-                           f'{spec.detector.type!r}; only the SSDLite hand detector (detector.type "ssdlite") '
-                           'can be exported to ONNX.')
+                           f'{spec.detector.type!r}, which has no network; only the SSDLite hand detector '
+                           '(detector.type "ssdlite") and the palm detector ("palm") can be exported to ONNX.')
         from .pipeline import build_detector
         detector = build_detector(spec.detector, os.path.join(model_dir, md.CONFIG_FILE))
     net = HandKeypointsModel(model_dir).hand_model.eval()
@@ -681,7 +681,10 @@ def cmd_export(args) -> int:
     path = export_keypoint_onnx(net, args.out, flip_test=not args.no_flip, rotations=rotations,
                                 opset=args.opset, overwrite=args.overwrite)
     out = {'keypoints_onnx': str(path), 'flip_test': not args.no_flip, 'rotations_input': bool(rotations)}
-    if detector is not None:
+    if detector is not None and spec.detector.type == 'palm':
+        out['detector_onnx'] = str(export_palm_net(detector.model, args.detector_out, opset=args.opset,
+                                                   overwrite=args.overwrite))
+    elif detector is not None:
         out['detector_onnx'] = str(export_detector_onnx(detector, args.detector_out, opset=args.opset,
                                                         overwrite=args.overwrite))
     print(json.dumps(out))
@@ -829,7 +832,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    'scales -> keypoints, scores) and optionally the SSDLite detector (raw outputs).')
     _add_model(p, help_extra='; default: the bundled starter model, else the hub model ' + hub_model_id())
     p.add_argument('--out', required=True, metavar='FILE.onnx', help='keypoint graph')
-    p.add_argument('--detector-out', default=None, metavar='FILE.onnx', help='SSDLite detector graph (raw outputs)')
+    p.add_argument('--detector-out', default=None, metavar='FILE.onnx', help='detector graph (raw outputs): SSDLite or palm detector')
     p.add_argument('--no-flip', action='store_true', help='no flip test inside the graph')
     p.add_argument('--rotations', dest='rotations', action='store_true', default=None,
                    help='add a 4th input, crop rotations in degrees (default: on for palm-detector models)')

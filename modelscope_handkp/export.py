@@ -245,6 +245,21 @@ def export_detector_onnx(detector: nn.Module, path, opset: int = DEFAULT_OPSET, 
                    dynamic, meta, opset)
 
 
+def export_palm_net(model: nn.Module, path, opset: int = DEFAULT_OPSET, overwrite: bool = False) -> Path:
+    """Write MediaPipe's palm detector network (:class:`~modelscope_handkp.detection.palm.BlazePalm`,
+    ``images [N, 3, 192, 192] RGB in [0, 1] -> regressors [N, 2016, 18], scores [N, 2016, 1]``, the raw
+    outputs of ``PalmDetector.forward_raw``) to ``path``; decode with ``PalmDetector.postprocess``."""
+    path = _check_target(path, overwrite)
+    size = 192
+    meta = dict(graph='palm_detector_raw', variant=str(getattr(model, 'variant', 'full')), input_size=[size, size],
+                inputs=['images'], outputs=['regressors', 'scores'], color='RGB', mean=[0.0, 0.0, 0.0],
+                std=[1.0, 1.0, 1.0], note='images letterboxed to 192x192 and divided by 255; anchors from '
+                'modelscope_handkp.detection.palm.palm_anchors()')
+    dynamic = {'images': {0: 'N'}, 'regressors': {0: 'N'}, 'scores': {0: 'N'}}
+    return _export(model.eval(), (torch.zeros(1, 3, size, size), ), path, ['images'], ['regressors', 'scores'],
+                   dynamic, meta, opset)
+
+
 def read_metadata(path) -> dict:
     """The ``handkp.*`` metadata of an exported graph, JSON values decoded."""
     import onnx

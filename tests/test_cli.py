@@ -360,7 +360,7 @@ def test_export_onnx_matches_pipeline(tiny_dir, images, tmp_path, capsys):
     assert code == 1 and 'already exists' in err and '--overwrite' in err
     code, _, err = run(['export', '--model', tiny_dir, '--out', tmp_path / 'b.onnx', '--detector-out',
                         tmp_path / 'det.onnx'], capsys)
-    assert code == 1 and 'SSDLite' in err and not (tmp_path / 'b.onnx').exists()
+    assert code == 1 and 'SSDLite' in err and 'palm' in err and not (tmp_path / 'b.onnx').exists()
 
     ort = pytest.importorskip('onnxruntime')
     from modelscope_handkp.transforms import box_to_center_scale, crop_to_tensor
@@ -390,6 +390,25 @@ def test_export_detector_onnx(reference_dir, ssdlite_synth_state_dict, tmp_path,
     proto = onnx.load(str(tmp_path / 'det.onnx'))
     onnx.checker.check_model(proto)
     assert [o.name for o in proto.graph.output] == ['cls_logits', 'bbox_deltas']
+
+
+def test_export_palm_detector_onnx_of_the_starter_model(tmp_path, capsys):
+    onnx = pytest.importorskip('onnx')
+    ort = pytest.importorskip('onnxruntime')
+    code, lines, err = run(['export', '--out', tmp_path / 'kp.onnx', '--detector-out', tmp_path / 'palm.onnx'],
+                           capsys)
+    assert code == 0, err
+    assert lines[0]['detector_onnx'] == str(tmp_path / 'palm.onnx') and lines[0]['rotations_input'] is True
+    proto = onnx.load(str(tmp_path / 'palm.onnx'))
+    assert [o.name for o in proto.graph.output] == ['regressors', 'scores']
+    from modelscope_handkp.detection.palm import build_palm_detector
+    det = build_palm_detector(backend='eager')
+    x = torch.rand(2, 3, 192, 192, generator=torch.Generator().manual_seed(0))
+    regs, scores = ort.InferenceSession(str(tmp_path / 'palm.onnx'),
+                                        providers=['CPUExecutionProvider']).run(None, {'images': x.numpy()})
+    ref_regs, ref_scores = det.forward_raw(x)
+    assert regs.shape == (2, 2016, 18) and scores.shape == (2, 2016, 1)
+    assert np.abs(regs - ref_regs.numpy()).max() <= 2e-3 and np.abs(scores - ref_scores.numpy()).max() <= 2e-3
 
 
 # ----------------------------------------------------------------------------- train / eval

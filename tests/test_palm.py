@@ -213,14 +213,26 @@ def test_shipped_weights_equal_a_fresh_conversion(palm_tflite, tmp_path):
         tflite_to_state_dict(read_tflite(src), other)
 
 
-def test_raw_outputs_and_palms_match_tflite(palm_tflite, data_dir):
+def _palm_backend_param(kind):
+    import importlib.util
+    missing = [m for m in ((kind, 'onnx') if kind != 'eager' else ()) if importlib.util.find_spec(m) is None]
+    return pytest.param(kind, marks=[pytest.mark.skip(reason=f'{" and ".join(missing)} not installed')] if missing
+                        else [])
+
+
+PALM_BACKEND_PARAMS = [_palm_backend_param(k) for k in ('eager', 'openvino', 'onnxruntime')]
+
+
+@pytest.mark.parametrize('backend', PALM_BACKEND_PARAMS)
+def test_raw_outputs_and_palms_match_tflite(palm_tflite, data_dir, backend):
     Interpreter = _interpreter_class()
     variant, src = palm_tflite
     interp = Interpreter(model_path=str(src), num_threads=1)
     interp.allocate_tensors()
     inp = interp.get_input_details()[0]
     assert list(inp['shape']) == [1, 192, 192, 3]
-    det = build_palm_detector(variant)
+    det = build_palm_detector(variant, backend=backend)
+    assert (det.runtime is None) == (backend == 'eager') and (det.runtime is None or det.runtime.kind == backend)
     images = [_rgb(p) for p in _shared_images(data_dir)]
     x, pads = det.preprocess(images)
     regs, logits = (t.numpy() for t in det.forward_raw(x))  # one batched forward
@@ -244,6 +256,34 @@ def test_raw_outputs_and_palms_match_tflite(palm_tflite, data_dir):
     assert worst_reg <= 1e-4 and worst_score <= 1e-4, (worst_reg, worst_score)
     assert n_palms >= 15  # the box comparison is not vacuous
     assert worst_px <= 0.5, worst_px
+
+
+def test_palm_backend_choice_and_run_time_fallback(monkeypatch, caplog, tmp_path):
+    import importlib.util
+    monkeypatch.setenv('MODELSCOPE_HANDKP_CACHE', str(tmp_path))
+    with pytest.raises(ValueError, match="unknown palm detector backend 'fast'.*'auto', 'eager'"):
+        build_palm_detector(backend='fast')
+    eager = build_palm_detector(backend='eager')
+    assert eager.runtime is None
+    auto = build_palm_detector()
+    have = [k for k in ('openvino', 'onnxruntime') if importlib.util.find_spec(k) and importlib.util.find_spec('onnx')]
+    assert (auto.runtime.kind if auto.runtime else None) == (have[0] if have else None)
+    x = torch.rand(3, 3, 192, 192, generator=torch.Generator().manual_seed(1))
+    ref = eager.forward_raw(x)
+    got = auto.forward_raw(x)
+    assert all(float((g - r).abs().max()) <= 2e-3 for g, r in zip(got, ref))
+    if auto.runtime is None:
+        pytest.skip('no OpenVINO / ONNX Runtime here: the run-time fallback has nothing to fall back from')
+    assert list((tmp_path / 'onnx').glob('palm_detector_full-*.onnx'))  # exported once into the cache
+
+    def broken(_x):
+        raise RuntimeError('device lost')
+    monkeypatch.setattr(type(auto.runtime), '__call__', lambda self, _x: broken(_x))
+    with caplog.at_level('WARNING'):
+        again = auto.forward_raw(x)
+    assert 'device lost' in caplog.text and 'continuing with eager PyTorch' in caplog.text
+    assert auto.backend == 'eager' and auto.runtime is None
+    assert all(torch.equal(g, r) for g, r in zip(again, ref))
 
 
 # ----------------------------------------------------------------------------------------------

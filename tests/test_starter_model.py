@@ -128,3 +128,13 @@ def test_numpy_bgr_equals_path(hands, data_dir):
     b = hands(cv2.imread(str(path)))[OutputKeys.KEYPOINTS]
     np.testing.assert_allclose(a, b, atol=1e-4)
 
+
+
+def test_palm_detector_follows_an_explicit_backend_choice(hands):
+    from modelscope.pipelines import pipeline
+    from modelscope.utils.constant import Tasks
+    assert hands.detector.backend == 'auto'  # OpenVINO / ONNX Runtime when installed, else eager
+    eager = pipeline(Tasks.hand_2d_keypoints, model=modelscope_handkp.starter_model_dir(), backend='eager')
+    assert eager.detector.backend == 'eager' and eager.detector.runtime is None
+    fused = pipeline(Tasks.hand_2d_keypoints, model=modelscope_handkp.starter_model_dir(), backend='fused')
+    assert fused.detector.backend == 'eager'  # a torch backend for the keypoints: torch for the palms too
