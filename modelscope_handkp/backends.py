@@ -27,7 +27,7 @@ Kinds:
     core and run as concurrent streams, single crops by a latency-compiled copy.  Needs
     ``pip install openvino`` (extra ``[openvino]``).
 ``auto``
-    The first of :data:`AUTO_ORDER` that is installed and passes a one-crop self-check against
+    The first of :data:`AUTO_ORDER` that is installed and passes a two-crop self-check against
     the eager model; anything that fails is logged as a warning and the next is tried, ending
     with ``eager``.
 
@@ -290,10 +290,10 @@ class OnnxRuntimeBackend(_OnnxFileBackend):
 class OpenVinoBackend(_OnnxFileBackend):
     """OpenVINO CPU plugin (fp32) over the cached network graph.
 
-    Two compiled models share the file: a latency one (one stream, all threads) for single crops,
-    and a throughput one with one stream per thread for batches, which are cut into one chunk per
-    stream and run concurrently.  Each crop is computed on its own either way, so the heatmaps do
-    not depend on how a batch is cut.  On 2-core machines the streams are 15-25 % faster than one
+    Two compiled models share the file: a throughput one with one stream per thread for batches,
+    which are cut into one chunk per stream and run concurrently, and a latency one (one stream, all
+    threads) for single crops, compiled the first time a single crop comes.  Each crop is computed
+    on its own either way, so the heatmaps do not depend on how a batch is cut.  On 2-core machines the streams are 15-25 % faster than one
     stream with two threads (``benchmarks/run.py --levers``): the small HRNet branches do not keep
     two threads busy, two independent crops do.
     """
@@ -311,23 +311,35 @@ class OpenVinoBackend(_OnnxFileBackend):
             core.set_property({'CACHE_DIR': str(self.onnx_path.parent / 'openvino')})
         except Exception:  # noqa: BLE001 - the compiled-model cache is only an optimisation
             pass
-        graph = core.read_model(str(self.onnx_path))
+        self._core = core
+        self._graph = core.read_model(str(self.onnx_path))
         self.streams = max(1, int(streams) if streams is not None else self.threads)
-        self.compiled = core.compile_model(graph, 'CPU', {
-            'INFERENCE_NUM_THREADS': self.threads, 'PERFORMANCE_HINT': 'LATENCY', 'INFERENCE_PRECISION_HINT': 'f32'})
-        self.request = self.compiled.create_infer_request()
+        self.compiled = self.request = None
         self.requests = []
         if self.streams > 1:
-            self.compiled_streams = core.compile_model(graph, 'CPU', {
+            self.compiled_streams = core.compile_model(self._graph, 'CPU', {
                 'INFERENCE_NUM_THREADS': self.threads, 'NUM_STREAMS': self.streams,
                 'INFERENCE_PRECISION_HINT': 'f32'})
             self.requests = [self.compiled_streams.create_infer_request() for _ in range(self.streams)]
+        else:
+            self._latency_request()
+
+    def _latency_request(self):
+        """The one-stream model for single crops, compiled on first use when streams are on (the
+        default flip test never needs it; it would cost ~120 MiB more)."""
+        if self.request is None:
+            self.compiled = self._core.compile_model(self._graph, 'CPU', {
+                'INFERENCE_NUM_THREADS': self.threads, 'PERFORMANCE_HINT': 'LATENCY',
+                'INFERENCE_PRECISION_HINT': 'f32'})
+            self.request = self.compiled.create_infer_request()
+        return self.request
 
     def _run(self, batch):
         n = batch.shape[0]
         if n < 2 or not self.requests:
-            self.request.infer({0: batch})
-            return np.array(self.request.get_output_tensor(0).data, copy=True)
+            request = self._latency_request()
+            request.infer({0: batch})
+            return np.array(request.get_output_tensor(0).data, copy=True)
         bounds = np.linspace(0, n, min(n, len(self.requests)) + 1).round().astype(int)
         chunks = [np.ascontiguousarray(batch[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
         used = self.requests[:len(chunks)]
@@ -355,9 +367,10 @@ def available_backends() -> list[str]:
 
 @torch.no_grad()
 def _self_check(backend: _Backend, model: nn.Module) -> None:
-    """One random crop through the backend and the eager model; raise if the heatmaps differ."""
+    """Two random crops (the batch of one hand with flip test) through the backend and the eager
+    model; raise if the heatmaps differ."""
     w, h = backend.input_size
-    x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(0))
     ref = model(x)
     got = backend.heatmaps(x, flip_test=False)
     rel = float((got - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
@@ -417,7 +430,7 @@ def make_backend(model: nn.Module, kind: str = 'auto', num_threads: int | None =
     ``kind``: ``'auto'`` (default), ``'eager'``, ``'fused'``, ``'onnxruntime'`` or ``'openvino'``.
     ``num_threads``: intra-op threads (ONNX Runtime / OpenVINO default: one per core; for the
     torch backends it calls ``torch.set_num_threads``, which is process-wide).
-    ``self_check``: compare one crop with the eager model after building (default: on for
+    ``self_check``: compare two crops with the eager model after building (default: on for
     ``'auto'``).  ``options`` go to the backend class (e.g. ``channels_last=False``,
     ``optimization='basic'``, ``spinning=False``).
     """

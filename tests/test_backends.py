@@ -321,12 +321,14 @@ def test_openvino_streams_cut_batches_without_changing_numbers(model, built, eag
     two = backends.OpenVinoBackend(model, num_threads=2, onnx_path=backend.onnx_path, streams=2)
     one = backends.OpenVinoBackend(model, num_threads=2, onnx_path=backend.onnx_path, streams=1)
     assert len(two.requests) == 2 and one.requests == []
+    assert two.request is None and one.request is not None  # the latency model waits for a single crop
     x = torch.from_numpy(topdown_ref['input_tensor'])
     ref = eager_heatmaps[False]
     for b in (one, two):
         for idx in ([0, 1, 2], [3], [2, 0, 3, 1]):
             hm = b.heatmaps(x[idx], flip_test=False)
             assert float((hm - ref[idx]).abs().max() / ref.abs().max()) <= 1e-5, (b.streams, idx)
+    assert two.request is not None  # compiled for the single crop [3]
 
 
 @pytest.mark.parametrize('kind', [pytest.param('eager')] + FAST_KINDS)
