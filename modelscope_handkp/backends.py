@@ -293,9 +293,10 @@ class OpenVinoBackend(_OnnxFileBackend):
     Two compiled models share the file: a throughput one with one stream per thread for batches,
     which are cut into one chunk per stream and run concurrently, and a latency one (one stream, all
     threads) for single crops, compiled the first time a single crop comes.  Each crop is computed
-    on its own either way, so the heatmaps do not depend on how a batch is cut.  On 2-core machines the streams are 15-25 % faster than one
-    stream with two threads (``benchmarks/run.py --levers``): the small HRNet branches do not keep
-    two threads busy, two independent crops do.
+    on its own either way, so the heatmaps do not depend on how a batch is cut.  On 2-core machines
+    the streams were 2-18 % faster than one stream with two threads (``benchmarks/run.py --levers``
+    and interleaved runs; the machine is noisy): the small HRNet branches do not keep two threads
+    busy, two independent crops do.
     """
 
     name = 'openvino'
