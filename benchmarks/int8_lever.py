@@ -17,10 +17,8 @@ for the 4-hand goal, and why it is not the default: it changes the numbers.
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
@@ -70,13 +68,8 @@ def quantize(fp32_path: Path, out: Path, calibration: np.ndarray) -> Path:
 
 
 def ms(fn, repeats=5) -> float:
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(ts)
+    """Median milliseconds of ``fn()`` (benchmarks/run.py's timer, one warm-up run)."""
+    return 1e3 * bench.timed(fn, repeats, warmup=1)['median']
 
 
 def with_mirrors(x: torch.Tensor) -> np.ndarray:
