@@ -4,7 +4,7 @@
 
 1. HRNet-w18 256x256 (reference synthetic weights): the exported fp32 network quantised with
    ``onnxruntime.quantization.quantize_static`` (QDQ, uint8 activations, int8 per-channel weights),
-   calibrated on the 33 GT-box crops of ``../shared/data/hands`` (and their mirrors); forward time at
+   calibrated on the GT-box crops of ``../shared/data/hands`` (and their mirrors); forward time at
    batch 2 and 8 against the fp32 ONNX Runtime session, and the keypoint change on the reference
    fixtures (``topdown_parity.npz``: eager keypoints vs int8, sharp peaks and all).
 2. The bundled starter model quantised the same way, calibrated on 64 crops of the open_hands
@@ -29,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import run as bench  # noqa: E402
 from eval_hgc import load_hands  # noqa: E402
+from palm_detector_quality import load_gt  # noqa: E402
 
 from modelscope_handkp.backends import OnnxRuntimeBackend, physical_cores  # noqa: E402
 from modelscope_handkp.metrics import keypoint_metrics  # noqa: E402
@@ -77,17 +78,13 @@ def with_mirrors(x: torch.Tensor) -> np.ndarray:
 
 
 def hand_fixture_boxes():
+    """(image paths, GT boxes xywh [N, 4]) of every hand in ../shared/data/hands."""
     paths, boxes = [], []
-    for ann in sorted((DATA / 'hands').rglob('test_*.json')):
-        d = json.loads(ann.read_text())
-        names = {im['id']: im['file_name'] for im in d['images']}
-        for a in d['annotations']:
-            cands = ([(a[f'{s}hand_box'], a[f'{s}hand_valid']) for s in ('left', 'right')] if 'lefthand_kpts' in a
-                     else [(a['bbox'], True)])
-            for box, ok in cands:
-                if ok and box[2] > 1 and box[3] > 1:
-                    paths.append(ann.parent / names[a['image_id']])
-                    boxes.append(box)
+    for ann in sorted((DATA / 'hands').glob('*/*.json')):
+        for path, hands in load_gt(ann, ann.parent).items():
+            for xyxy, _ in hands:
+                paths.append(path)
+                boxes.append(np.r_[xyxy[:2], xyxy[2:] - xyxy[:2]])
     return paths, np.asarray(boxes, np.float32)
 
 

@@ -57,7 +57,7 @@ from .models.topdown import flip_back_heatmaps
 
 __all__ = ['make_backend', 'available_backends', 'AUTO_ORDER', 'KINDS', 'EagerBackend', 'FusedBackend',
            'OnnxRuntimeBackend', 'OpenVinoBackend', 'AutoBackend', 'BackendError', 'onnx_cache_dir', 'model_fingerprint',
-           'physical_cores']
+           'physical_cores', 'cached_onnx', 'ort_session', 'openvino_core', 'openvino_compile', 'require_module']
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +104,58 @@ def model_fingerprint(model: nn.Module) -> str:
         h.update(f'{name}:{tuple(t.shape)}:{t.dtype}'.encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:20]
+
+
+def require_module(module: str, extra: str):
+    """Import ``module`` or raise :class:`BackendError` saying how to install it."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise BackendError(f'{module} is not installed; pip install {module} (or the [{extra}] extra)') from e
+
+
+def cached_onnx(model: nn.Module, stem: str, export, what: str) -> Path:
+    """``<cache>/<stem>-<fingerprint>.onnx``: ``model`` written by ``export(model, path, overwrite=True)``
+    the first time it is asked for (``what`` names it in the log)."""
+    path = onnx_cache_dir() / f'{stem}-{model_fingerprint(model)}.onnx'
+    if not path.exists():
+        require_module('onnx', 'onnx')  # the exporter checks every graph with it
+        logger.info('exporting the %s to %s (once per model)', what, path)
+        export(model, path, overwrite=True)
+    return path
+
+
+def ort_session(path, threads: int, optimization: str = 'all', spinning: bool = True):
+    """ONNX Runtime CPU session: ``threads`` intra-op threads, sequential execution."""
+    ort = require_module('onnxruntime', 'onnx')
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = {
+        'basic': ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        'extended': ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        'all': ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[optimization]
+    opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.add_session_config_entry('session.intra_op.allow_spinning', '1' if spinning else '0')
+    return ort.InferenceSession(str(path), opts, providers=['CPUExecutionProvider'])
+
+
+def openvino_core(cache_dir: Path):
+    """An OpenVINO ``Core`` whose compiled models are cached in ``cache_dir / 'openvino'``."""
+    core = require_module('openvino', 'openvino').Core()
+    try:
+        core.set_property({'CACHE_DIR': str(Path(cache_dir) / 'openvino')})
+    except Exception:  # noqa: BLE001 - the compiled-model cache is only an optimisation
+        pass
+    return core
+
+
+def openvino_compile(core, graph, threads: int, streams: int = 1):
+    """``graph`` compiled for the CPU in fp32: one stream with a latency hint, or ``streams`` streams."""
+    config = {'INFERENCE_NUM_THREADS': int(threads), 'INFERENCE_PRECISION_HINT': 'f32'}
+    config.update({'PERFORMANCE_HINT': 'LATENCY'} if streams <= 1 else {'NUM_STREAMS': int(streams)})
+    return core.compile_model(graph, 'CPU', config)
 
 
 def _test_cfg(model: nn.Module) -> dict:
@@ -246,11 +298,7 @@ class _OnnxFileBackend(_Backend):
     def _cached_graph(model: nn.Module) -> Path:
         from .export import export_keypoint_net
 
-        path = onnx_cache_dir() / f'hand_keypoints_net-{model_fingerprint(model)}.onnx'
-        if not path.exists():
-            logger.info('exporting the keypoint network to %s (once per model)', path)
-            export_keypoint_net(model, path, overwrite=True)
-        return path
+        return cached_onnx(model, 'hand_keypoints_net', export_keypoint_net, 'keypoint network')
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -266,21 +314,9 @@ class OnnxRuntimeBackend(_OnnxFileBackend):
 
     def __init__(self, model: nn.Module, num_threads: int | None = None, onnx_path=None,
                  optimization: str = 'all', spinning: bool = True):
-        try:
-            import onnxruntime as ort
-        except ImportError as e:
-            raise BackendError('onnxruntime is not installed; pip install onnxruntime (or the [onnx] extra)') from e
+        require_module('onnxruntime', 'onnx')  # before the (slow) export
         super().__init__(model, num_threads, onnx_path)
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = {
-            'basic': ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            'extended': ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            'all': ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[optimization]
-        opts.intra_op_num_threads = self.threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.add_session_config_entry('session.intra_op.allow_spinning', '1' if spinning else '0')
-        self.session = ort.InferenceSession(str(self.onnx_path), opts, providers=['CPUExecutionProvider'])
+        self.session = ort_session(self.onnx_path, self.threads, optimization, spinning)
         self._input = self.session.get_inputs()[0].name
 
     def _run(self, batch):
@@ -302,25 +338,15 @@ class OpenVinoBackend(_OnnxFileBackend):
     name = 'openvino'
 
     def __init__(self, model: nn.Module, num_threads: int | None = None, onnx_path=None, streams: int | None = None):
-        try:
-            import openvino as ov
-        except ImportError as e:
-            raise BackendError('openvino is not installed; pip install openvino (or the [openvino] extra)') from e
+        require_module('openvino', 'openvino')  # before the (slow) export
         super().__init__(model, num_threads, onnx_path)
-        core = ov.Core()
-        try:
-            core.set_property({'CACHE_DIR': str(self.onnx_path.parent / 'openvino')})
-        except Exception:  # noqa: BLE001 - the compiled-model cache is only an optimisation
-            pass
-        self._core = core
-        self._graph = core.read_model(str(self.onnx_path))
+        self._core = openvino_core(self.onnx_path.parent)
+        self._graph = self._core.read_model(str(self.onnx_path))
         self.streams = max(1, int(streams) if streams is not None else self.threads)
         self.compiled = self.request = None
         self.requests = []
         if self.streams > 1:
-            self.compiled_streams = core.compile_model(self._graph, 'CPU', {
-                'INFERENCE_NUM_THREADS': self.threads, 'NUM_STREAMS': self.streams,
-                'INFERENCE_PRECISION_HINT': 'f32'})
+            self.compiled_streams = openvino_compile(self._core, self._graph, self.threads, self.streams)
             self.requests = [self.compiled_streams.create_infer_request() for _ in range(self.streams)]
         else:
             self._latency_request()
@@ -329,9 +355,7 @@ class OpenVinoBackend(_OnnxFileBackend):
         """The one-stream model for single crops, compiled on first use when streams are on (the
         default flip test never needs it; it would cost ~120 MiB more)."""
         if self.request is None:
-            self.compiled = self._core.compile_model(self._graph, 'CPU', {
-                'INFERENCE_NUM_THREADS': self.threads, 'PERFORMANCE_HINT': 'LATENCY',
-                'INFERENCE_PRECISION_HINT': 'f32'})
+            self.compiled = openvino_compile(self._core, self._graph, self.threads)
             self.request = self.compiled.create_infer_request()
         return self.request
 

@@ -164,8 +164,9 @@ class HandKeypointsPipeline(Pipeline):
             raise ValueError(f"unknown backend {backend!r}; choose one of {('auto', ) + KINDS}.")
         self.backend_kind = backend
         self._backend = None
-        if backend is not None and hasattr(self.detector, 'backend') and hasattr(self.detector, 'runtime'):
-            # the palm detector follows an explicit choice (its networks run on OpenVINO / ONNX Runtime / torch)
+        from .detection.palm import PalmDetector
+        if backend is not None and isinstance(self.detector, PalmDetector):
+            # the palm detector follows an explicit choice (its network runs on OpenVINO / ONNX Runtime / torch)
             self.detector.backend = {'fused': 'eager'}.get(backend, backend)
 
     # ------------------------------------------------------------------ inference backend

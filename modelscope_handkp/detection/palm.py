@@ -413,35 +413,20 @@ class PalmRuntime:
     """
 
     def __init__(self, model: 'BlazePalm', kind: str, num_threads: int | None = None):
-        from ..backends import BackendError, model_fingerprint, onnx_cache_dir, physical_cores
+        from ..backends import (cached_onnx, openvino_compile, openvino_core, ort_session, physical_cores,
+                                require_module)
         from ..export import export_palm_net
         if kind not in ('openvino', 'onnxruntime'):
             raise ValueError(f"PalmRuntime kind must be 'openvino' or 'onnxruntime', got {kind!r}")
+        require_module(kind, 'openvino' if kind == 'openvino' else 'onnx')  # before the export
         self.kind = kind
         threads = int(num_threads) if num_threads else physical_cores()
-        try:
-            if kind == 'openvino':
-                import openvino as ov
-            else:
-                import onnxruntime as ort
-            import onnx  # noqa: F401  (the exporter checks the graph with it)
-        except ImportError as e:
-            raise BackendError(f'{kind} (and onnx) are not installed: pip install {kind} onnx') from e
-        path = onnx_cache_dir() / f'palm_detector_{model.variant}-{model_fingerprint(model)}.onnx'
-        if not path.exists():
-            logger.info('exporting the palm detector network to %s (once)', path)
-            export_palm_net(model, path, overwrite=True)
-        self.path = path
+        self.path = cached_onnx(model, f'palm_detector_{model.variant}', export_palm_net, 'palm detector network')
         if kind == 'openvino':
-            core = ov.Core()
-            self._compiled = core.compile_model(core.read_model(str(path)), 'CPU', {
-                'INFERENCE_NUM_THREADS': threads, 'PERFORMANCE_HINT': 'LATENCY', 'INFERENCE_PRECISION_HINT': 'f32'})
-            self._request = self._compiled.create_infer_request()
+            core = openvino_core(self.path.parent)
+            self._request = openvino_compile(core, core.read_model(str(self.path)), threads).create_infer_request()
         else:
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-            self._session = ort.InferenceSession(str(path), opts, providers=['CPUExecutionProvider'])
+            self._session = ort_session(self.path, threads)
 
     def __repr__(self):
         return f'PalmRuntime(kind={self.kind!r})'
@@ -564,7 +549,7 @@ class PalmDetector(HandDetector):
                     raise
                 logger.warning('palm detector backend %s failed (%s: %s); continuing with eager PyTorch',
                                runtime.kind, type(e).__name__, e)
-                self._runtime, self.backend = None, 'eager'
+                self.backend = 'eager'  # the runtime property now gives None
         regs, scores = self.model(x.to(self.device))
         return regs.float().cpu(), scores.float().cpu()
 
