@@ -25,8 +25,23 @@ starter model's robustness stage:
   saturation and hue (in HSV) is changed with probability 0.5, on the crop, in float32, clipped
   to [0, 255].
 
-Their random numbers are drawn after the flip/scale/rotation ones, so a pipeline without them
-draws exactly the same samples as before they existed.
+Two more (this package's own, for training on few, narrow sources such as the starter model's
+data), both fed with pixels of *other* training images (a "donor" region the dataset picks: a
+random square of a random training image that holds none of that image's hands; without a
+dataset, a region of the sample's own image):
+
+* ``TopDownRandomGreenBackground(prob=0.5)``: chroma-key background replacement; the crop's
+  saturated green pixels (OpenCV hue 35-85, saturation >= 60, value >= 40: green screens and
+  green cloth; skin is never in that range) are replaced, with a softened edge, by the donor
+  region resized to the crop.  Crops without green are unchanged.
+* ``TopDownRandomOcclusion(prob=0.4, max_patches=2, size_range=(0.15, 0.4))``: 1 to
+  ``max_patches`` rectangles of donor pixels (sides ``size_range`` x the crop side) pasted
+  with their centres in the middle 80 % of the crop, over the hand; the keypoints keep their
+  labels, so the network learns to place hidden joints.
+
+These act on the crop before the photometric distortion.  Their random numbers are drawn after
+all the others (flip/scale/rotation, then box shift, then photometric), so a pipeline without a
+step draws exactly the same samples as before that step existed.
 
 Random numbers come from a ``numpy.random.Generator`` the caller passes (the dataset derives it
 from ``(seed, epoch, index)``), so a sample is the same whatever the worker, the process or a
@@ -49,8 +64,13 @@ from ..transforms import IMAGENET_MEAN, IMAGENET_STD, get_affine_matrices
 _NOOP_STEPS = {'MMToTensor', 'ToTensor', 'PoseCollect', 'Collect', 'LoadImageFromFile', 'TopDownHalfBodyTransform'}
 _KNOWN_STEPS = _NOOP_STEPS | {
     'TopDownRandomFlip', 'TopDownGetRandomScaleRotation', 'TopDownAffine', 'NormalizeTensor', 'TopDownGenerateTarget',
-    'TopDownRandomShiftBboxCenter', 'PhotometricDistortion'
+    'TopDownRandomShiftBboxCenter', 'PhotometricDistortion', 'TopDownRandomGreenBackground',
+    'TopDownRandomOcclusion'
 }
+# chroma-key range of TopDownRandomGreenBackground (OpenCV uint8 HSV: hue 0-180)
+GREEN_HUE = (35, 85)
+GREEN_MIN_SATURATION = 60
+GREEN_MIN_VALUE = 40
 
 
 def _as_pair(v, name) -> tuple[int, int]:
@@ -78,12 +98,15 @@ class TopDownAugmentation:
         shift_factor, shift_prob: random box-centre shift (0 = off), see the module docstring.
         photometric: ``None`` (off) or a dict with ``brightness_delta``, ``contrast_range``,
             ``saturation_range``, ``hue_delta``.
+        green_background_prob: probability of the green-screen background replacement (0 = off).
+        occlusion: ``None`` (off) or a dict with ``prob``, ``max_patches``, ``size_range``.
     """
 
     def __init__(self, image_size=(256, 256), heatmap_size=None, train: bool = True, flip_prob: float = 0.5,
                  scale_factor: float = 0.25, rot_factor: float = 30.0, rot_prob: float = 0.6, sigma: float = 2.0,
                  unbiased_encoding: bool = False, zero_outside: bool = False, mean=IMAGENET_MEAN,
-                 std=IMAGENET_STD, shift_factor: float = 0.0, shift_prob: float = 0.0, photometric=None):
+                 std=IMAGENET_STD, shift_factor: float = 0.0, shift_prob: float = 0.0, photometric=None,
+                 green_background_prob: float = 0.0, occlusion=None):
         self.image_size = _as_pair(image_size, 'image_size')
         self.heatmap_size = (_as_pair(heatmap_size, 'heatmap_size') if heatmap_size is not None else
                              (self.image_size[0] // 4, self.image_size[1] // 4))
@@ -102,6 +125,10 @@ class TopDownAugmentation:
             raise ValueError(f'TopDownRandomShiftBboxCenter needs shift_factor >= 0 and 0 <= prob <= 1, '
                              f'got {shift_factor!r}, {shift_prob!r}')
         self.photometric = None if photometric is None else _photometric_params(photometric)
+        self.green_background_prob = float(green_background_prob)
+        if not 0 <= self.green_background_prob <= 1:
+            raise ValueError(f'TopDownRandomGreenBackground needs 0 <= prob <= 1, got {green_background_prob!r}')
+        self.occlusion = None if occlusion is None else _occlusion_params(occlusion)
         self.codec = HeatmapCodec(input_size=self.image_size, heatmap_size=self.heatmap_size, sigma=sigma,
                                   unbiased_encoding=unbiased_encoding, zero_outside=zero_outside)
 
@@ -109,7 +136,9 @@ class TopDownAugmentation:
         return (f'TopDownAugmentation(image_size={self.image_size}, heatmap_size={self.heatmap_size}, '
                 f'train={self.train}, flip_prob={self.flip_prob}, scale_factor={self.scale_factor}, '
                 f'rot_factor={self.rot_factor}, rot_prob={self.rot_prob}, shift_factor={self.shift_factor}, '
-                f'shift_prob={self.shift_prob}, photometric={self.photometric}, codec={self.codec!r})')
+                f'shift_prob={self.shift_prob}, photometric={self.photometric}, '
+                f'green_background_prob={self.green_background_prob}, occlusion={self.occlusion}, '
+                f'codec={self.codec!r})')
 
     # ------------------------------------------------------------------ config
     @classmethod
@@ -157,6 +186,13 @@ class TopDownAugmentation:
                 kw['shift_prob'] = float(step.get('prob', 0.3))
             elif t == 'PhotometricDistortion':
                 kw['photometric'] = {k: v for k, v in step.items() if k != 'type'}
+            elif t == 'TopDownRandomGreenBackground':
+                unknown = set(step) - {'type', 'prob'}
+                if unknown:
+                    raise ValueError(f'TopDownRandomGreenBackground has no parameter(s) {sorted(unknown)}; known: prob')
+                kw['green_background_prob'] = float(step.get('prob', 0.5))
+            elif t == 'TopDownRandomOcclusion':
+                kw['occlusion'] = {k: v for k, v in step.items() if k != 'type'}
         return cls(**kw)
 
     # ------------------------------------------------------------------ randomness
@@ -195,10 +231,10 @@ class TopDownAugmentation:
         size = np.asarray(scale, np.float64).reshape(2) * 200.0
         return ((u[1:] * 2.0 - 1.0) * self.shift_factor * size).astype(np.float32)
 
-    def distort(self, crop_uint8: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Photometric distortion of an RGB uint8 crop -> float32 [H, W, 3] in [0, 255]."""
+    def distort(self, crop_uint8: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """Photometric distortion of an RGB uint8 crop -> float32 [H, W, 3] in [0, 255]; ``u``: its 8
+        uniform draws."""
         p = self.photometric
-        u = rng.random(8)
         x = crop_uint8.astype(np.float32)
         if u[0] < 0.5:
             x += np.float32((u[1] * 2.0 - 1.0) * p['brightness_delta'])
@@ -215,14 +251,66 @@ class TopDownAugmentation:
             x = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB) * np.float32(255.0)
         return np.clip(x, 0.0, 255.0, out=x)
 
+    @staticmethod
+    def green_mask(crop_uint8: np.ndarray) -> np.ndarray:
+        """float32 [H, W] in [0, 1]: 1 on saturated green (the chroma-key range), edges softened."""
+        hsv = cv2.cvtColor(crop_uint8, cv2.COLOR_RGB2HSV)
+        m = ((hsv[..., 0] >= GREEN_HUE[0]) & (hsv[..., 0] <= GREEN_HUE[1]) & (hsv[..., 1] >= GREEN_MIN_SATURATION)
+             & (hsv[..., 2] >= GREEN_MIN_VALUE)).astype(np.float32)
+        return cv2.GaussianBlur(m, (3, 3), 0) if m.any() else m
+
+    def replace_green(self, crop_uint8: np.ndarray, donor: np.ndarray) -> np.ndarray:
+        """The crop with its green pixels replaced by ``donor`` (uint8 RGB, any size) resized to it."""
+        m = self.green_mask(crop_uint8)
+        if not m.any():
+            return crop_uint8
+        h, w = crop_uint8.shape[:2]
+        bg = cv2.resize(donor, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+        m = m[..., None]
+        out = crop_uint8.astype(np.float32) * (np.float32(1.0) - m) + bg * m
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+    def occlude(self, crop_uint8: np.ndarray, donor: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """Paste donor rectangles over the crop; ``u`` float [1 + 4 * max_patches] uniform draws
+        (count, then per patch width, height, centre x, centre y)."""
+        h, w = crop_uint8.shape[:2]
+        o = self.occlusion
+        out = crop_uint8.copy()
+        n = 1 + min(int(u[0] * o['max_patches']), o['max_patches'] - 1)
+        lo, hi = o['size_range']
+        for pw, ph, cx, cy in u[1:1 + 4 * n].reshape(n, 4):
+            pw, ph = max(1, int(round((lo + pw * (hi - lo)) * w))), max(1, int(round((lo + ph * (hi - lo)) * h)))
+            x0 = int(round((0.1 + 0.8 * cx) * w - pw / 2.0))
+            y0 = int(round((0.1 + 0.8 * cy) * h - ph / 2.0))
+            xa, ya, xb, yb = max(0, x0), max(0, y0), min(w, x0 + pw), min(h, y0 + ph)
+            if xb <= xa or yb <= ya:
+                continue
+            patch = cv2.resize(donor, (pw, ph), interpolation=cv2.INTER_LINEAR)
+            out[ya:yb, xa:xb] = patch[ya - y0:yb - y0, xa - x0:xb - x0]
+        return out
+
+    @staticmethod
+    def own_region(image_rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Donor without a dataset: a random square of the sample's own image (side 25-75 % of the
+        shorter image side)."""
+        h, w = image_rgb.shape[:2]
+        f = rng.random(3)
+        side = max(1, int((0.25 + 0.5 * f[0]) * min(h, w)))
+        x, y = int(f[1] * (w - side)), int(f[2] * (h - side))
+        return image_rgb[y:y + side, x:x + side]
+
     def normalize(self, crop_uint8: np.ndarray) -> torch.Tensor:
         """uint8 (or float32 in [0, 255]) [H, W, 3] RGB -> float32 [3, H, W]: /255 then (x - mean) / std."""
         x = crop_uint8.astype(np.float32) / np.float32(255.0)
         x = (x - self.mean) / self.std
         return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
-    def __call__(self, image_rgb: np.ndarray, joints, visible, center, scale, rng: np.random.Generator | None = None):
+    def __call__(self, image_rgb: np.ndarray, joints, visible, center, scale, rng: np.random.Generator | None = None,
+                 donor=None):
         """One hand -> dict.
+
+        ``donor``: for the background/occlusion steps, a callable ``rng -> uint8 RGB region or None``
+        (the dataset passes regions of other training images); default: :meth:`own_region`.
 
         Train mode: ``img`` [3, H, W], ``target`` [K, h, w], ``target_weight`` [K, 1]
         (plus ``flip``, ``scale_factor``, ``rotation`` of the draw, for inspection).
@@ -237,8 +325,8 @@ class TopDownAugmentation:
         m = self.crop_matrix(w_img, center, scale, bool(flip[0]), float(sfac[0]), float(rot[0]))
         w, h = self.image_size
         crop = cv2.warpAffine(image_rgb, m, (w, h), flags=cv2.INTER_LINEAR)
-        if self.train and self.photometric is not None:
-            crop = self.distort(crop, rng)
+        if self.train:
+            crop = self._train_pixels(crop, image_rgb, rng, donor)
         out = {'img': self.normalize(crop)}
         if not self.train:
             return out
@@ -251,6 +339,42 @@ class TopDownAugmentation:
         out['scale_factor'] = float(sfac[0])
         out['rotation'] = float(rot[0])
         return out
+
+
+    def _train_pixels(self, crop: np.ndarray, image_rgb: np.ndarray, rng: np.random.Generator, donor):
+        """Background replacement, occlusion, then photometric distortion of the uint8 crop (draws in
+        the order of the module docstring, so absent steps leave the others' draws unchanged)."""
+        u_photo = rng.random(8) if self.photometric is not None else None
+        use_bg = self.green_background_prob > 0 and rng.random() < self.green_background_prob
+        u_occ = None
+        if self.occlusion is not None:
+            u = rng.random(2 + 4 * self.occlusion['max_patches'])
+            u_occ = u[1:] if u[0] < self.occlusion['prob'] else None
+        if use_bg or u_occ is not None:
+            src = donor(rng) if donor is not None else self.own_region(image_rgb, rng)
+            if src is not None and src.size:
+                if use_bg:
+                    crop = self.replace_green(crop, src)
+                if u_occ is not None:
+                    crop = self.occlude(crop, src, u_occ)
+        return self.distort(crop, u_photo) if u_photo is not None else crop
+
+
+def _occlusion_params(cfg) -> dict:
+    """Validated TopDownRandomOcclusion settings."""
+    if not isinstance(cfg, Mapping):
+        raise ValueError(f'TopDownRandomOcclusion settings must be a dict, got {cfg!r}')
+    unknown = set(cfg) - {'prob', 'max_patches', 'size_range'}
+    if unknown:
+        raise ValueError(f'TopDownRandomOcclusion has no parameter(s) {sorted(unknown)}; known: prob, max_patches, '
+                         'size_range')
+    out = {'prob': float(cfg.get('prob', 0.4)), 'max_patches': int(cfg.get('max_patches', 2)),
+           'size_range': tuple(float(v) for v in cfg.get('size_range', (0.15, 0.4)))}
+    lo_hi = out['size_range']
+    if not 0 <= out['prob'] <= 1 or out['max_patches'] < 1 or len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1] <= 1:
+        raise ValueError('TopDownRandomOcclusion needs 0 <= prob <= 1, max_patches >= 1 and size_range (low, high) '
+                         f'with 0 < low <= high <= 1 (fractions of the crop side), got {dict(cfg)!r}')
+    return out
 
 
 def _photometric_params(cfg) -> dict:

@@ -362,6 +362,8 @@ class CocoWholeBodyHandDataset(Dataset):
         self.seed = int(seed)
         # shared memory: DataLoader workers (also persistent ones) see set_epoch() of the main process
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._hand_boxes = None  # {image file: hand boxes xywh}, for donor_region
+        self._image_sizes: dict = {}
         if unused:
             logger.debug('CocoWholeBodyHandDataset ignores %s', sorted(unused))
 
@@ -383,6 +385,48 @@ class CocoWholeBodyHandDataset(Dataset):
     def rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng((self.seed, self.epoch, int(index)))
 
+    DONOR_TRIES = 12
+    DONOR_MAX_GREEN = 0.2
+
+    def donor_region(self, rng: np.random.Generator) -> np.ndarray | None:
+        """Pixels for the background/occlusion augmentation steps: a random square (side 25-75 % of
+        the shorter image side) of a random training image that overlaps none of that image's hand
+        boxes and is not mostly green screen (at most :attr:`DONOR_MAX_GREEN` of its pixels in the
+        chroma-key range), uint8 RGB; ``None`` after :attr:`DONOR_TRIES` draws without one (e.g. images that are
+        all hand).  Deterministic in ``rng`` (image sizes are cached, so a rejected draw need not
+        read the image again)."""
+        r = self.records
+        if not len(r):
+            return None
+        if self._hand_boxes is None:
+            by_image: dict = {}
+            for f, b in zip(r.image_files, r.boxes):
+                by_image.setdefault(f, []).append(b)
+            self._hand_boxes = {f: np.asarray(b, np.float32).reshape(-1, 4) for f, b in by_image.items()}
+        for _ in range(self.DONOR_TRIES):
+            j = int(rng.integers(len(r)))
+            f = rng.random(3)
+            path = r.image_files[j]
+            img = None
+            if path not in self._image_sizes:
+                img = read_image_rgb(path, 'donor image of the background/occlusion augmentation')
+                self._image_sizes[path] = img.shape[:2]
+            h, w = self._image_sizes[path]
+            side = max(1, int((0.25 + 0.5 * f[0]) * min(h, w)))
+            x, y = int(f[1] * (w - side)), int(f[2] * (h - side))
+            b = self._hand_boxes[path]
+            overlaps = (b[:, 0] < x + side) & (b[:, 0] + b[:, 2] > x) & (b[:, 1] < y + side) & (b[:, 1] + b[:, 3] > y)
+            if overlaps.any():
+                continue
+            if img is None:
+                img = read_image_rgb(path, 'donor image of the background/occlusion augmentation')
+            region = img[y:y + side, x:x + side]
+            small = cv2.resize(region, (32, 32), interpolation=cv2.INTER_AREA)
+            if TopDownAugmentation.green_mask(small).mean() > self.DONOR_MAX_GREEN:
+                continue
+            return region.copy()
+        return None
+
     def ground_truth(self):
         """(joints [N,K,2], visible [N,K], boxes xywh [N,4]) of all samples."""
         r = self.records
@@ -395,7 +439,7 @@ class CocoWholeBodyHandDataset(Dataset):
         image = read_image_rgb(r.image_files[index], f'annotation id={int(r.ann_ids[index])}, '
                                f'{r.sides[index]} hand, in {self.ann_file}')
         out = self.augment(image, r.joints[index], r.visible[index], r.centers[index], r.scales[index],
-                           self.rng(index) if not self.test_mode else None)
+                           self.rng(index) if not self.test_mode else None, donor=self.donor_region)
         if not self.test_mode:
             return {'img': out['img'], 'target': out['target'], 'target_weight': out['target_weight']}
         return {
