@@ -380,3 +380,119 @@ def test_photometric_distortion_changes_colours_only():
     offsets = np.asarray(offsets)
     assert 3 <= np.sum(np.abs(offsets) > 0.5) <= 10  # applied with probability 0.5
     assert changed >= 10  # four independent changes at p = 0.5: all skipped in 1/16 of the draws
+
+
+# ------------------------------------------------------------- green background and occlusion steps
+def _green_scene(seed=0):
+    """A saturated-green image with a skin-coloured 'hand' rectangle and keypoints inside it."""
+    rng = np.random.default_rng(seed)
+    img = np.empty((180, 240, 3), np.uint8)
+    img[:] = (30, 200, 40)  # RGB green screen (OpenCV hue 62, saturation 217)
+    img[50:150, 60:150] = (220, 170, 140)  # skin (hue 11)
+    joints = rng.uniform(70, 140, (K, 2))
+    center, scale = box_to_center_scale([60, 50, 90, 100], 'xywh', (128, 128))
+    return img, joints, np.ones(K, np.float32), center, scale
+
+
+def _crop_uint8(t):
+    return _denormalize(t).astype(int)
+
+
+def test_green_background_replaces_green_only_and_keeps_targets_and_draws():
+    img, joints, vis, center, scale = _green_scene()
+    base = dict(image_size=(128, 128), flip_prob=0.5, scale_factor=0.25, rot_factor=30, sigma=2,
+                shift_factor=0.16, shift_prob=0.5, photometric={})
+    plain = TopDownAugmentation(**base)
+    keyed = TopDownAugmentation(**base, green_background_prob=1.0)
+    blue = np.zeros((40, 50, 3), np.uint8)
+    blue[:] = (20, 40, 230)
+    neutral = dict(photometric=dict(brightness_delta=0, contrast_range=(1, 1), saturation_range=(1, 1),
+                                    hue_delta=0))
+    keyed_only = TopDownAugmentation(**{**base, **neutral}, green_background_prob=1.0)
+    plain_only = TopDownAugmentation(**{**base, **neutral})
+    for seed in range(4):
+        a = plain(img, joints, vis, center, scale, np.random.default_rng(seed))
+        b = keyed(img, joints, vis, center, scale, np.random.default_rng(seed), donor=lambda rng: blue)
+        # geometry and the earlier draws (flip, scale, rotation, shift) are those of the plain pipeline
+        assert (a['flip'], a['scale_factor'], a['rotation']) == (b['flip'], b['scale_factor'], b['rotation'])
+        assert torch.equal(a['target'], b['target']) and torch.equal(a['target_weight'], b['target_weight'])
+        # without colour changes: green -> the donor's blue, skin and black border untouched
+        pa = _crop_uint8(plain_only(img, joints, vis, center, scale, np.random.default_rng(seed))['img'])
+        pb = _crop_uint8(keyed_only(img, joints, vis, center, scale, np.random.default_rng(seed),
+                                    donor=lambda rng: blue)['img'])
+        green = (np.abs(pa - (30, 200, 40)).max(-1) <= 2)
+        skin = (np.abs(pa - (220, 170, 140)).max(-1) <= 2)
+        black = pa.max(-1) <= 2
+        core = lambda m: cv2.erode(m.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)  # noqa: E731
+        assert green.mean() > 0.1 and skin.mean() > 0.1
+        assert np.abs(pb[core(green)] - (20, 40, 230)).max() <= 2
+        assert np.abs(pb[core(skin)] - pa[core(skin)]).max() == 0
+        assert np.array_equal(pb[core(black)], pa[core(black)])  # the warp's border (if any) stays black
+    # an image without green is left as it is
+    grey = np.full_like(img, 128)
+    a = plain_only(grey, joints, vis, center, scale, np.random.default_rng(0))
+    b = keyed_only(grey, joints, vis, center, scale, np.random.default_rng(0), donor=lambda rng: blue)
+    assert torch.equal(a['img'], b['img'])
+
+
+def test_occlusion_pastes_donor_rectangles_over_the_middle_of_the_crop():
+    img, joints, vis, center, scale = _green_scene(1)
+    img[:] = (128, 128, 128)
+    base = dict(image_size=(128, 128), flip_prob=0.0, scale_factor=0.0, rot_factor=0, sigma=2)
+    plain = TopDownAugmentation(**base)
+    occ = TopDownAugmentation(**base, occlusion=dict(prob=1.0, max_patches=2, size_range=(0.15, 0.4)))
+    red = np.zeros((10, 10, 3), np.uint8)
+    red[:] = (250, 0, 0)
+    counts = set()
+    for seed in range(20):
+        a = plain(img, joints, vis, center, scale, np.random.default_rng(seed))
+        b = occ(img, joints, vis, center, scale, np.random.default_rng(seed), donor=lambda rng: red)
+        assert torch.equal(a['target'], b['target'])  # occluded joints keep their labels
+        crop = _crop_uint8(b['img'])
+        mask = np.abs(crop - (250, 0, 0)).max(-1) <= 2
+        n, labels, stats, centroids = cv2.connectedComponentsWithStats(mask.astype(np.uint8))
+        assert mask.any() and (crop[~mask] == 128).all()
+        # each rectangle: sides within 15-40 % of 128 px (clipped at the border: smaller), centre in the middle 80 %
+        ys, xs = np.nonzero(mask)
+        assert 0.15 * 128 - 1 <= max(np.ptp(xs), np.ptp(ys)) + 1
+        assert mask.mean() <= 2 * 0.4 ** 2 + 1e-6
+        assert (centroids[1:] >= 0.1 * 128 - 0.4 * 64).all() and (centroids[1:] <= 0.9 * 128 + 0.4 * 64).all()
+        counts.add(n - 1)
+    assert 1 in counts and 2 in counts or max(counts) == 2  # one or two patches (they may touch and merge)
+    # prob 0: nothing pasted, and the same draws as a pipeline without the step
+    off = TopDownAugmentation(**base, occlusion=dict(prob=0.0))
+    for seed in range(3):
+        a = plain(img, joints, vis, center, scale, np.random.default_rng(seed))
+        b = off(img, joints, vis, center, scale, np.random.default_rng(seed), donor=lambda rng: red)
+        assert torch.equal(a['img'], b['img'])
+
+
+def test_dataset_donor_regions_hold_no_hand_and_are_deterministic(tmp_path):
+    root, ann = make_dataset(tmp_path / 'ds', n=3, width=400, height=300)
+    pipeline = [dict(type='TopDownRandomOcclusion', prob=1.0), dict(type='TopDownRandomGreenBackground')]
+    ds = CocoWholeBodyHandDataset(str(ann), str(root / 'images'), pipeline=pipeline)
+    assert ds.augment.occlusion == {'prob': 1.0, 'max_patches': 2, 'size_range': (0.15, 0.4)}
+    assert ds.augment.green_background_prob == 0.5
+    got = 0
+    for seed in range(10):
+        r1 = ds.donor_region(np.random.default_rng(seed))
+        r2 = ds.donor_region(np.random.default_rng(seed))
+        if r1 is None:
+            assert r2 is None
+            continue
+        got += 1
+        assert np.array_equal(r1, r2) and r1.dtype == np.uint8 and r1.shape[0] == r1.shape[1] >= 75
+        # the synthetic images are black except the painted keypoints (all inside the hand box)
+        assert r1.max() == 0
+    assert got >= 5
+    # images that are all hand give no donor: None, and the sample is still produced
+    root2, ann2 = make_dataset(tmp_path / 'small', n=2, width=60, height=60)
+    small = CocoWholeBodyHandDataset(str(ann2), str(root2 / 'images'), pipeline=pipeline)
+    assert small.donor_region(np.random.default_rng(0)) is None
+    assert small[0]['img'].shape == (3, 256, 256)
+    with pytest.raises(ValueError, match='TopDownRandomOcclusion needs'):
+        TopDownAugmentation.from_pipeline([dict(type='TopDownRandomOcclusion', size_range=(0.5, 0.2))])
+    with pytest.raises(ValueError, match='no parameter.*colour'):
+        TopDownAugmentation.from_pipeline([dict(type='TopDownRandomOcclusion', colour=3)])
+    with pytest.raises(ValueError, match='no parameter.*hue'):
+        TopDownAugmentation.from_pipeline([dict(type='TopDownRandomGreenBackground', hue=3)])
