@@ -186,6 +186,22 @@ def find_hand_net(model: torch.nn.Module) -> TopDownHandModel:
                     'modelscope_handkp trains hand keypoint models only.')
 
 
+def strip_run_folders(train_cfg) -> None:
+    """Remove the folders of the run that wrote a configuration (``work_dir``, ModelScope's
+    ``checkpoint.*.save_dir`` and ``logging.out_dir``) from its ``train`` section, in place: a model
+    directory must not send the next user's checkpoints and logs into the trainer's work dir."""
+    if not isinstance(train_cfg, dict):
+        return
+    train_cfg.pop('work_dir', None)
+    for section, key in (('checkpoint', 'save_dir'), ('logging', 'out_dir')):
+        sec = train_cfg.get(section)
+        if isinstance(sec, dict):
+            sec.pop(key, None)
+            for sub in sec.values():
+                if isinstance(sub, dict):
+                    sub.pop(key, None)
+
+
 class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
     """ModelScope trainer ``'easycv'`` for top-down hand keypoint models (see module docs).
 
@@ -605,8 +621,7 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
                 else:
                     export['detector'] = det.to_config()
             export.setdefault('train', {})
-            if isinstance(export['train'], dict):
-                export['train'].pop('work_dir', None)
+            strip_run_folders(export['train'])
             self._handkp_export_cfg = export
         return self._handkp_export_cfg
 

@@ -160,6 +160,8 @@ def test_one_epoch_lowers_loss_and_writes_a_loadable_model_dir(tiny_dir, train16
 
     out = tmp_path / 'wd' / 'output'
     assert sorted(os.listdir(out)) == ['configuration.json', 'pytorch_model.pt']
+    train_cfg = json.loads((out / 'configuration.json').read_text())['train']
+    assert train_cfg['max_epochs'] == 1 and str(tmp_path) not in json.dumps(train_cfg)  # no folder of this run
     assert not [f for f in os.listdir(tmp_path / 'wd') if '.tmp' in f]
     saved = torch.load(out / 'pytorch_model.pt', weights_only=True)
     assert saved['meta']['epoch'] == 1 and set(saved['meta']['metrics']) == {'PCK', 'AUC', 'EPE', 'NME'}

@@ -54,6 +54,8 @@ def main(argv=None):
     cfg = json.loads(cfg_path.read_text())
     cfg['detector'] = {'type': 'palm', 'variant': 'full', 'score_threshold': 0.5}
     cfg.pop('dataset', None)  # paths of the training machine; train/evaluation settings stay
+    from modelscope_handkp.trainer import strip_run_folders
+    strip_run_folders(cfg.get('train'))  # checkpoint/log folders of the training run
     best = src.parent / 'best.json'
     prov = {'source': str(src), 'training_command': args.command,
             'training_data': 'open_hands train split (MediaPipe pseudo-labels); selection on its val split'}
