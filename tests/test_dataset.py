@@ -1,6 +1,7 @@
 """COCO-WholeBody hand reader and training-time augmentation (issue 5)."""
 import json
 import logging
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -496,3 +497,19 @@ def test_dataset_donor_regions_hold_no_hand_and_are_deterministic(tmp_path):
         TopDownAugmentation.from_pipeline([dict(type='TopDownRandomOcclusion', colour=3)])
     with pytest.raises(ValueError, match='no parameter.*hue'):
         TopDownAugmentation.from_pipeline([dict(type='TopDownRandomGreenBackground', hue=3)])
+
+
+def test_train_small_pipelines_parse_to_the_documented_settings():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('train_small', Path(__file__).parent.parent / 'tools' / 'train_small.py')
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    std = TopDownAugmentation.from_pipeline(mod.train_pipeline(128, 'standard'), (128, 128))
+    assert (std.rot_factor, std.scale_factor, std.photometric, std.occlusion) == (30, 0.25, None, None)
+    rob = TopDownAugmentation.from_pipeline(mod.train_pipeline(128, 'robust'), (128, 128))
+    assert (rob.rot_factor, rob.rot_prob, rob.scale_factor, rob.shift_factor) == (90, 0.6, 0.3, 0.16)
+    assert rob.green_background_prob == 0.5 and rob.occlusion == {'prob': 0.4, 'max_patches': 2,
+                                                                   'size_range': (0.15, 0.4)}
+    assert rob.photometric['hue_delta'] == 10 and rob.codec.sigma == 2
+    with pytest.raises(ValueError, match="'standard', 'strong' or 'robust'"):
+        mod.train_pipeline(128, 'wild')

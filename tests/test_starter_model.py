@@ -55,6 +55,7 @@ def test_bundled_directory_is_the_documented_one():
     assert cfg['task'] == 'hand-2d-keypoints'
     assert cfg['detector']['type'] == 'palm'
     assert 'dataset' not in cfg  # no paths of the training machine
+    assert not {'save_dir', 'out_dir', 'work_dir'} & set(json.dumps(cfg['train']).replace('"', ' ').split())
     prov = cfg['handkp']['provenance']
     assert 'train split' in prov['training_data'] and 'eval_hgc' not in json.dumps(prov)
     weights = STARTER / 'pytorch_model.pt'
