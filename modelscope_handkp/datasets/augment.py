@@ -73,6 +73,14 @@ GREEN_MIN_SATURATION = 60
 GREEN_MIN_VALUE = 40
 
 
+def random_square(height: int, width: int, u) -> tuple[int, int, int]:
+    """(x, y, side) of a square inside a ``height`` x ``width`` image from three uniform draws ``u``:
+    side 25-75 % of the shorter image side, position uniform.  The donor-region rule of the
+    background/occlusion steps (the dataset's donors and :meth:`TopDownAugmentation.own_region`)."""
+    side = max(1, int((0.25 + 0.5 * u[0]) * min(height, width)))
+    return int(u[1] * (width - side)), int(u[2] * (height - side)), side
+
+
 def _as_pair(v, name) -> tuple[int, int]:
     if isinstance(v, (int, np.integer)):
         return int(v), int(v)
@@ -293,10 +301,7 @@ class TopDownAugmentation:
     def own_region(image_rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Donor without a dataset: a random square of the sample's own image (side 25-75 % of the
         shorter image side)."""
-        h, w = image_rgb.shape[:2]
-        f = rng.random(3)
-        side = max(1, int((0.25 + 0.5 * f[0]) * min(h, w)))
-        x, y = int(f[1] * (w - side)), int(f[2] * (h - side))
+        x, y, side = random_square(*image_rgb.shape[:2], rng.random(3))
         return image_rgb[y:y + side, x:x + side]
 
     def normalize(self, crop_uint8: np.ndarray) -> torch.Tensor:
@@ -304,6 +309,24 @@ class TopDownAugmentation:
         x = crop_uint8.astype(np.float32) / np.float32(255.0)
         x = (x - self.mean) / self.std
         return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+    def _train_pixels(self, crop: np.ndarray, image_rgb: np.ndarray, rng: np.random.Generator, donor):
+        """Background replacement, occlusion, then photometric distortion of the uint8 crop (draws in
+        the order of the module docstring, so absent steps leave the others' draws unchanged)."""
+        u_photo = rng.random(8) if self.photometric is not None else None
+        use_bg = self.green_background_prob > 0 and rng.random() < self.green_background_prob
+        u_occ = None
+        if self.occlusion is not None:
+            u = rng.random(2 + 4 * self.occlusion['max_patches'])
+            u_occ = u[1:] if u[0] < self.occlusion['prob'] else None
+        if use_bg or u_occ is not None:
+            src = donor(rng) if donor is not None else self.own_region(image_rgb, rng)
+            if src is not None and src.size:
+                if use_bg:
+                    crop = self.replace_green(crop, src)
+                if u_occ is not None:
+                    crop = self.occlude(crop, src, u_occ)
+        return self.distort(crop, u_photo) if u_photo is not None else crop
 
     def __call__(self, image_rgb: np.ndarray, joints, visible, center, scale, rng: np.random.Generator | None = None,
                  donor=None):
@@ -339,25 +362,6 @@ class TopDownAugmentation:
         out['scale_factor'] = float(sfac[0])
         out['rotation'] = float(rot[0])
         return out
-
-
-    def _train_pixels(self, crop: np.ndarray, image_rgb: np.ndarray, rng: np.random.Generator, donor):
-        """Background replacement, occlusion, then photometric distortion of the uint8 crop (draws in
-        the order of the module docstring, so absent steps leave the others' draws unchanged)."""
-        u_photo = rng.random(8) if self.photometric is not None else None
-        use_bg = self.green_background_prob > 0 and rng.random() < self.green_background_prob
-        u_occ = None
-        if self.occlusion is not None:
-            u = rng.random(2 + 4 * self.occlusion['max_patches'])
-            u_occ = u[1:] if u[0] < self.occlusion['prob'] else None
-        if use_bg or u_occ is not None:
-            src = donor(rng) if donor is not None else self.own_region(image_rgb, rng)
-            if src is not None and src.size:
-                if use_bg:
-                    crop = self.replace_green(crop, src)
-                if u_occ is not None:
-                    crop = self.occlude(crop, src, u_occ)
-        return self.distort(crop, u_photo) if u_photo is not None else crop
 
 
 def _occlusion_params(cfg) -> dict:

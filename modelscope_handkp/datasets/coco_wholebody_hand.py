@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..transforms import box_to_center_scale
-from .augment import TopDownAugmentation
+from .augment import TopDownAugmentation, random_square
 
 logger = logging.getLogger('modelscope_handkp.datasets')
 
@@ -404,19 +404,15 @@ class CocoWholeBodyHandDataset(Dataset):
                 by_image.setdefault(f, []).append(b)
             self._hand_boxes = {f: np.asarray(b, np.float32).reshape(-1, 4) for f, b in by_image.items()}
         for _ in range(self.DONOR_TRIES):
-            j = int(rng.integers(len(r)))
-            f = rng.random(3)
-            path = r.image_files[j]
+            path = r.image_files[int(rng.integers(len(r)))]
+            u = rng.random(3)
             img = None
             if path not in self._image_sizes:
                 img = read_image_rgb(path, 'donor image of the background/occlusion augmentation')
                 self._image_sizes[path] = img.shape[:2]
-            h, w = self._image_sizes[path]
-            side = max(1, int((0.25 + 0.5 * f[0]) * min(h, w)))
-            x, y = int(f[1] * (w - side)), int(f[2] * (h - side))
+            x, y, side = random_square(*self._image_sizes[path], u)
             b = self._hand_boxes[path]
-            overlaps = (b[:, 0] < x + side) & (b[:, 0] + b[:, 2] > x) & (b[:, 1] < y + side) & (b[:, 1] + b[:, 3] > y)
-            if overlaps.any():
+            if np.any((b[:, 0] < x + side) & (b[:, 0] + b[:, 2] > x) & (b[:, 1] < y + side) & (b[:, 1] + b[:, 3] > y)):
                 continue
             if img is None:
                 img = read_image_rgb(path, 'donor image of the background/occlusion augmentation')
