@@ -499,6 +499,97 @@ def test_dataset_donor_regions_hold_no_hand_and_are_deterministic(tmp_path):
         TopDownAugmentation.from_pipeline([dict(type='TopDownRandomGreenBackground', hue=3)])
 
 
+def test_view_homography_foreshortens_like_a_turned_plane():
+    aug = TopDownAugmentation(image_size=(128, 128), perspective_prob=1.0)
+    np.testing.assert_allclose(aug.view_homography(0.0, 0.0), np.eye(3), atol=1e-9)
+    corners = np.array([[0.0, 0.0], [127.0, 0.0], [127.0, 127.0], [0.0, 127.0]])
+
+    def project(hm):
+        q = np.c_[corners, np.ones(4)] @ hm.T
+        return q[:, :2] / q[:, 2:]
+
+    # yaw 40: the plane's right half comes towards the camera (that edge grows), the left goes away;
+    # exact pinhole values: an edge at x = +-63.5 from the centre moves to depth f -+ 63.5 sin(40)
+    q = project(aug.view_homography(40.0, 0.0))
+    left, right = q[3, 1] - q[0, 1], q[2, 1] - q[1, 1]
+    f, half = 128.0, 63.5
+    np.testing.assert_allclose(right, 127.0 * f / (f - half * np.sin(np.deg2rad(40))), rtol=1e-5)
+    np.testing.assert_allclose(left, 127.0 * f / (f + half * np.sin(np.deg2rad(40))), rtol=1e-5)
+    # pitch: the same about the horizontal axis, the sign choosing which edge comes closer
+    q = project(aug.view_homography(0.0, 40.0))
+    top, bottom = q[1, 0] - q[0, 0], q[2, 0] - q[3, 0]
+    np.testing.assert_allclose([top, bottom], 127.0 * f / (f + np.array([-1, 1]) * half * np.sin(np.deg2rad(40))),
+                               rtol=1e-5)
+    # the centre stays where it is
+    c = np.array([63.5, 63.5, 1.0]) @ aug.view_homography(35.0, -20.0).T
+    np.testing.assert_allclose(c[:2] / c[2], [63.5, 63.5], atol=1e-4)
+
+
+def test_perspective_step_moves_pixels_and_labels_together():
+    """A bright dot at each keypoint lands, after the viewpoint change, where its label says: the
+    dot's intensity centroid in the crop is the target's sub-pixel peak, within 0.35 px."""
+    base = dict(image_size=(128, 128), heatmap_size=(128, 128), flip_prob=0.5, scale_factor=0.2, rot_factor=30,
+                sigma=1.5, unbiased_encoding=True)
+    aug = TopDownAugmentation(**base, perspective_prob=1.0, perspective_max_angle=60)
+    plain = TopDownAugmentation(**base)
+    center, scale = np.array([200.0, 150.0], np.float32), np.array([0.6, 0.6], np.float32)
+    checked = moved = 0
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        pt = rng.uniform([170, 125], [230, 175])
+        img = np.zeros((300, 400, 3), np.uint8)
+        cv2.circle(img, (int(round(pt[0] * 16)), int(round(pt[1] * 16))), 3 * 16, (255, 255, 255), -1,
+                   lineType=cv2.LINE_AA, shift=4)
+        joints = np.repeat(pt[None], K, 0)
+        out = aug(img, joints, np.ones(K, np.float32), center, scale, np.random.default_rng(seed))
+        ref = plain(img, joints, np.ones(K, np.float32), center, scale, np.random.default_rng(seed))
+        crop = _crop_uint8(out['img'])[..., 0].astype(np.float64)
+        crop[crop < 8] = 0
+        if out['target_weight'][0, 0] == 0 or crop.sum() == 0:
+            continue
+        ys, xs = np.mgrid[:128, :128]
+        centroid = np.array([(crop * xs).sum(), (crop * ys).sum()]) / crop.sum()
+        coords, _ = aug.codec.decode_to_input(out['target'].numpy()[None, :1])
+        assert np.abs(coords[0, 0] - centroid).max() < 0.35, (seed, coords[0, 0], centroid)
+        coords_ref, _ = plain.codec.decode_to_input(ref['target'].numpy()[None, :1])
+        moved += np.abs(coords[0, 0] - coords_ref[0, 0]).max() > 2.0
+        checked += 1
+    assert checked >= 8 and moved >= checked // 2  # the step does change the geometry
+
+
+def test_perspective_step_off_or_not_drawn_leaves_samples_unchanged():
+    img, joints, vis, center, scale = _sample_inputs(2)
+    base = dict(image_size=(128, 128), flip_prob=0.5, scale_factor=0.25, rot_factor=30, sigma=2,
+                shift_factor=0.16, shift_prob=0.5)
+    plain = TopDownAugmentation(**base)
+    never = TopDownAugmentation(**base, perspective_prob=0.0)
+    for seed in range(4):
+        a = plain(img, joints, vis, center, scale, np.random.default_rng(seed))
+        b = never(img, joints, vis, center, scale, np.random.default_rng(seed))
+        assert torch.equal(a['img'], b['img']) and torch.equal(a['target'], b['target'])
+    view = TopDownAugmentation(**base, perspective_prob=0.5)
+    drawn = 0
+    for seed in range(12):
+        a = plain(img, joints, vis, center, scale, np.random.default_rng(seed))
+        b = view(img, joints, vis, center, scale, np.random.default_rng(seed))
+        assert (a['flip'], a['scale_factor'], a['rotation']) == (b['flip'], b['scale_factor'], b['rotation'])
+        rng = np.random.default_rng(seed)
+        rng.random((1, 4)), rng.standard_normal((1, 2)), rng.random(3)
+        if rng.random() < 0.5:
+            drawn += 1
+            assert not torch.equal(a['target'], b['target'])
+        else:  # not drawn: the crop of the plain affine warp
+            assert torch.equal(a['img'], b['img']) and torch.equal(a['target'], b['target'])
+    assert 0 < drawn < 12
+    parsed = TopDownAugmentation.from_pipeline([dict(type='TopDownRandomPerspective', prob=0.3, max_angle=40)])
+    assert (parsed.perspective_prob, parsed.perspective_max_angle) == (0.3, 40.0)
+    assert TopDownAugmentation.from_pipeline([dict(type='TopDownRandomPerspective')]).perspective_prob == 0.5
+    with pytest.raises(ValueError, match='TopDownRandomPerspective needs'):
+        TopDownAugmentation.from_pipeline([dict(type='TopDownRandomPerspective', max_angle=90)])
+    with pytest.raises(ValueError, match='no parameter.*angle'):
+        TopDownAugmentation.from_pipeline([dict(type='TopDownRandomPerspective', angle=30)])
+
+
 def test_train_small_pipelines_parse_to_the_documented_settings():
     import importlib.util
     spec = importlib.util.spec_from_file_location('train_small', Path(__file__).parent.parent / 'tools' / 'train_small.py')
@@ -510,6 +601,10 @@ def test_train_small_pipelines_parse_to_the_documented_settings():
     assert (rob.rot_factor, rob.rot_prob, rob.scale_factor, rob.shift_factor) == (90, 0.6, 0.3, 0.16)
     assert rob.green_background_prob == 0.5 and rob.occlusion == {'prob': 0.4, 'max_patches': 2,
                                                                    'size_range': (0.15, 0.4)}
-    assert rob.photometric['hue_delta'] == 10 and rob.codec.sigma == 2
-    with pytest.raises(ValueError, match="'standard', 'strong' or 'robust'"):
+    assert rob.photometric['hue_delta'] == 10 and rob.codec.sigma == 2 and rob.perspective_prob == 0
+    view = TopDownAugmentation.from_pipeline(mod.train_pipeline(128, 'viewpoint'), (128, 128))
+    assert (view.perspective_prob, view.perspective_max_angle) == (0.5, 50.0)
+    assert repr(view).replace('perspective_prob=0.5, perspective_max_angle=50.0',
+                              'perspective_prob=0.0, perspective_max_angle=45.0') == repr(rob)
+    with pytest.raises(ValueError, match="'standard', 'strong', 'robust' or 'viewpoint'"):
         mod.train_pipeline(128, 'wild')

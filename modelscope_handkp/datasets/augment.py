@@ -43,6 +43,17 @@ These act on the crop before the photometric distortion.  Their random numbers a
 all the others (flip/scale/rotation, then box shift, then photometric), so a pipeline without a
 step draws exactly the same samples as before that step existed.
 
+And one geometric step of the same kind:
+
+* ``TopDownRandomPerspective(prob=0.5, max_angle=45)``: with probability ``prob`` the hand is seen
+  from another viewpoint: the crop plane is tilted about its vertical and horizontal axes through
+  the crop centre by yaw and pitch angles ``uniform(-max_angle, max_angle)`` degrees and projected
+  again with a pinhole camera (focal length = crop side), so the crop is foreshortened as a flat
+  hand turned away from the camera would be.  The image goes through one ``cv2.warpPerspective``
+  (the affine crop matrix and the homography composed) and the keypoints through the same
+  projective map, so the labels stay exact for every pixel.  Its three random numbers are drawn
+  right after the box shift, only when the step is in the pipeline.
+
 Random numbers come from a ``numpy.random.Generator`` the caller passes (the dataset derives it
 from ``(seed, epoch, index)``), so a sample is the same whatever the worker, the process or a
 resume.  Everything is vectorised: keypoints go through one matrix product, targets through
@@ -65,7 +76,7 @@ _NOOP_STEPS = {'MMToTensor', 'ToTensor', 'PoseCollect', 'Collect', 'LoadImageFro
 _KNOWN_STEPS = _NOOP_STEPS | {
     'TopDownRandomFlip', 'TopDownGetRandomScaleRotation', 'TopDownAffine', 'NormalizeTensor', 'TopDownGenerateTarget',
     'TopDownRandomShiftBboxCenter', 'PhotometricDistortion', 'TopDownRandomGreenBackground',
-    'TopDownRandomOcclusion'
+    'TopDownRandomOcclusion', 'TopDownRandomPerspective'
 }
 # chroma-key range of TopDownRandomGreenBackground (OpenCV uint8 HSV: hue 0-180)
 GREEN_HUE = (35, 85)
@@ -108,13 +119,16 @@ class TopDownAugmentation:
             ``saturation_range``, ``hue_delta``.
         green_background_prob: probability of the green-screen background replacement (0 = off).
         occlusion: ``None`` (off) or a dict with ``prob``, ``max_patches``, ``size_range``.
+        perspective_prob, perspective_max_angle: the viewpoint change (probability 0 = off; largest
+            yaw / pitch in degrees, below 90).
     """
 
     def __init__(self, image_size=(256, 256), heatmap_size=None, train: bool = True, flip_prob: float = 0.5,
                  scale_factor: float = 0.25, rot_factor: float = 30.0, rot_prob: float = 0.6, sigma: float = 2.0,
                  unbiased_encoding: bool = False, zero_outside: bool = False, mean=IMAGENET_MEAN,
                  std=IMAGENET_STD, shift_factor: float = 0.0, shift_prob: float = 0.0, photometric=None,
-                 green_background_prob: float = 0.0, occlusion=None):
+                 green_background_prob: float = 0.0, occlusion=None, perspective_prob: float = 0.0,
+                 perspective_max_angle: float = 45.0):
         self.image_size = _as_pair(image_size, 'image_size')
         self.heatmap_size = (_as_pair(heatmap_size, 'heatmap_size') if heatmap_size is not None else
                              (self.image_size[0] // 4, self.image_size[1] // 4))
@@ -137,6 +151,11 @@ class TopDownAugmentation:
         if not 0 <= self.green_background_prob <= 1:
             raise ValueError(f'TopDownRandomGreenBackground needs 0 <= prob <= 1, got {green_background_prob!r}')
         self.occlusion = None if occlusion is None else _occlusion_params(occlusion)
+        self.perspective_prob = float(perspective_prob)
+        self.perspective_max_angle = float(perspective_max_angle)
+        if not 0 <= self.perspective_prob <= 1 or not 0 < self.perspective_max_angle < 90:
+            raise ValueError('TopDownRandomPerspective needs 0 <= prob <= 1 and 0 < max_angle < 90 (degrees), got '
+                             f'{perspective_prob!r}, {perspective_max_angle!r}')
         self.codec = HeatmapCodec(input_size=self.image_size, heatmap_size=self.heatmap_size, sigma=sigma,
                                   unbiased_encoding=unbiased_encoding, zero_outside=zero_outside)
 
@@ -146,6 +165,7 @@ class TopDownAugmentation:
                 f'rot_factor={self.rot_factor}, rot_prob={self.rot_prob}, shift_factor={self.shift_factor}, '
                 f'shift_prob={self.shift_prob}, photometric={self.photometric}, '
                 f'green_background_prob={self.green_background_prob}, occlusion={self.occlusion}, '
+                f'perspective_prob={self.perspective_prob}, perspective_max_angle={self.perspective_max_angle}, '
                 f'codec={self.codec!r})')
 
     # ------------------------------------------------------------------ config
@@ -201,6 +221,13 @@ class TopDownAugmentation:
                 kw['green_background_prob'] = float(step.get('prob', 0.5))
             elif t == 'TopDownRandomOcclusion':
                 kw['occlusion'] = {k: v for k, v in step.items() if k != 'type'}
+            elif t == 'TopDownRandomPerspective':
+                unknown = set(step) - {'type', 'prob', 'max_angle'}
+                if unknown:
+                    raise ValueError(f'TopDownRandomPerspective has no parameter(s) {sorted(unknown)}; known: prob, '
+                                     'max_angle')
+                kw['perspective_prob'] = float(step.get('prob', 0.5))
+                kw['perspective_max_angle'] = float(step.get('max_angle', 45.0))
         return cls(**kw)
 
     # ------------------------------------------------------------------ randomness
@@ -238,6 +265,34 @@ class TopDownAugmentation:
             return np.zeros(2, np.float32)
         size = np.asarray(scale, np.float64).reshape(2) * 200.0
         return ((u[1:] * 2.0 - 1.0) * self.shift_factor * size).astype(np.float32)
+
+    def view_homography(self, yaw: float, pitch: float) -> np.ndarray:
+        """float64 [3, 3] map of crop pixels to the crop seen with the plane turned by ``yaw`` (about
+        the vertical axis) and ``pitch`` (about the horizontal axis) degrees around the crop centre.
+
+        The crop is the plane z = f in front of a pinhole camera of focal length f = crop side; its
+        four corners are rotated about the centre and projected again, the homography is the one of
+        the four point pairs.
+        """
+        w, h = self.image_size
+        f = float(max(w, h))
+        cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+        corners = np.array([[0.0, 0.0], [w - 1.0, 0.0], [w - 1.0, h - 1.0], [0.0, h - 1.0]])
+        a, b = np.deg2rad(yaw), np.deg2rad(pitch)
+        ry = np.array([[np.cos(a), 0.0, np.sin(a)], [0.0, 1.0, 0.0], [-np.sin(a), 0.0, np.cos(a)]])
+        rx = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(b), -np.sin(b)], [0.0, np.sin(b), np.cos(b)]])
+        pts = np.concatenate([corners - (cx, cy), np.zeros((4, 1))], axis=1) @ (rx @ ry).T
+        pts[:, 2] += f
+        dst = pts[:, :2] * (f / pts[:, 2:3]) + (cx, cy)
+        return cv2.getPerspectiveTransform(corners.astype(np.float32), dst.astype(np.float32)).astype(np.float64)
+
+    def random_view(self, rng: np.random.Generator):
+        """float64 [3, 3] homography of a random viewpoint change, or ``None`` when not drawn."""
+        u = rng.random(3)
+        if u[0] >= self.perspective_prob:
+            return None
+        yaw, pitch = (u[1:] * 2.0 - 1.0) * self.perspective_max_angle
+        return self.view_homography(float(yaw), float(pitch))
 
     def distort(self, crop_uint8: np.ndarray, u: np.ndarray) -> np.ndarray:
         """Photometric distortion of an RGB uint8 crop -> float32 [H, W, 3] in [0, 255]; ``u``: its 8
@@ -346,15 +401,23 @@ class TopDownAugmentation:
         if self.train and self.shift_factor > 0 and self.shift_prob > 0:
             center = np.asarray(center, np.float32).reshape(2) + self.random_shift(rng, scale)
         m = self.crop_matrix(w_img, center, scale, bool(flip[0]), float(sfac[0]), float(rot[0]))
+        view = self.random_view(rng) if self.train and self.perspective_prob > 0 else None
         w, h = self.image_size
-        crop = cv2.warpAffine(image_rgb, m, (w, h), flags=cv2.INTER_LINEAR)
+        if view is None:
+            crop = cv2.warpAffine(image_rgb, m, (w, h), flags=cv2.INTER_LINEAR)
+        else:
+            m = view @ np.vstack([m, (0.0, 0.0, 1.0)])
+            crop = cv2.warpPerspective(image_rgb, m, (w, h), flags=cv2.INTER_LINEAR)
         if self.train:
             crop = self._train_pixels(crop, image_rgb, rng, donor)
         out = {'img': self.normalize(crop)}
         if not self.train:
             return out
         kp = np.asarray(joints, np.float64).reshape(-1, 2)
-        kp_crop = (kp @ m[:, :2].T + m[:, 2]).astype(np.float32)
+        kp_crop = kp @ m[:2, :2].T + m[:2, 2]
+        if m.shape[0] == 3:  # projective: divide by the third coordinate
+            kp_crop = kp_crop / (kp @ m[2, :2] + m[2, 2])[:, None]
+        kp_crop = kp_crop.astype(np.float32)
         target, weight = self.codec.encode(kp_crop, np.asarray(visible, np.float32).reshape(-1))
         out['target'] = torch.from_numpy(target)
         out['target_weight'] = torch.from_numpy(weight)
