@@ -66,6 +66,18 @@ def test_bundled_directory_is_the_documented_one():
         assert placeholder not in card
 
 
+def test_bundled_card_is_the_documented_card():
+    """tools/make_starter_model.py copies docs/model_card.md into the model directory; a card edited
+    afterwards must be copied again, or the bundled card describes another model."""
+    docs_card = Path(__file__).resolve().parent.parent / 'docs' / 'model_card.md'
+    if not docs_card.is_file():
+        pytest.skip('docs/model_card.md is not in this installation (installed package without the repository)')
+    assert (STARTER / 'README.md').read_text(encoding='utf-8') == docs_card.read_text(encoding='utf-8')
+    cfg = json.loads((STARTER / 'configuration.json').read_text())
+    assert cfg['handkp']['provenance']['training_command'].split('&&')[-1].split('--augment')[1].split()[0] in \
+        docs_card.read_text(encoding='utf-8')
+
+
 def test_weights_load_strictly_into_the_configured_network():
     import torch
     from modelscope_handkp.checkpoint import load_checkpoint, read_state_dict
