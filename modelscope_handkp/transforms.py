@@ -96,11 +96,15 @@ def get_affine_matrix(center, scale, rotation: float = 0.0, output_size=(256, 25
 
 
 def transform_points(points, matrix) -> np.ndarray:
-    """Apply a [2, 3] affine matrix to points [..., 2]; or [N, 2, 3] matrices to [N, ..., 2]."""
+    """Apply a [2, 3] affine or [3, 3] projective matrix to points [..., 2]; or [N, 2, 3] affine
+    matrices to [N, ..., 2]."""
     p = np.asarray(points, dtype=np.float64)
     m = np.asarray(matrix, dtype=np.float64)
     if m.ndim == 2:
-        return p @ m[:, :2].T + m[:, 2]
+        out = p @ m[:2, :2].T + m[:2, 2]
+        if m.shape[0] == 3:  # projective: divide by the third coordinate
+            out = out / (p @ m[2, :2] + m[2, 2])[..., None]
+        return out
     shape = p.shape
     flat = p.reshape(shape[0], -1, 2)
     out = np.einsum('npj,nij->npi', flat, m[:, :, :2]) + m[:, None, :, 2]

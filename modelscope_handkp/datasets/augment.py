@@ -68,7 +68,7 @@ import numpy as np
 import torch
 
 from ..codec import HeatmapCodec
-from ..transforms import IMAGENET_MEAN, IMAGENET_STD, get_affine_matrices
+from ..transforms import IMAGENET_MEAN, IMAGENET_STD, get_affine_matrices, transform_points
 
 # EasyCV pipeline steps this module implements (anything else in a config is an error, not a
 # silent no-op).  ``TopDownHalfBodyTransform`` needs body joints and does nothing for hands.
@@ -215,17 +215,12 @@ class TopDownAugmentation:
             elif t == 'PhotometricDistortion':
                 kw['photometric'] = {k: v for k, v in step.items() if k != 'type'}
             elif t == 'TopDownRandomGreenBackground':
-                unknown = set(step) - {'type', 'prob'}
-                if unknown:
-                    raise ValueError(f'TopDownRandomGreenBackground has no parameter(s) {sorted(unknown)}; known: prob')
+                _check_step_params(step, ('prob', ))
                 kw['green_background_prob'] = float(step.get('prob', 0.5))
             elif t == 'TopDownRandomOcclusion':
                 kw['occlusion'] = {k: v for k, v in step.items() if k != 'type'}
             elif t == 'TopDownRandomPerspective':
-                unknown = set(step) - {'type', 'prob', 'max_angle'}
-                if unknown:
-                    raise ValueError(f'TopDownRandomPerspective has no parameter(s) {sorted(unknown)}; known: prob, '
-                                     'max_angle')
+                _check_step_params(step, ('prob', 'max_angle'))
                 kw['perspective_prob'] = float(step.get('prob', 0.5))
                 kw['perspective_max_angle'] = float(step.get('max_angle', 45.0))
         return cls(**kw)
@@ -413,11 +408,7 @@ class TopDownAugmentation:
         out = {'img': self.normalize(crop)}
         if not self.train:
             return out
-        kp = np.asarray(joints, np.float64).reshape(-1, 2)
-        kp_crop = kp @ m[:2, :2].T + m[:2, 2]
-        if m.shape[0] == 3:  # projective: divide by the third coordinate
-            kp_crop = kp_crop / (kp @ m[2, :2] + m[2, 2])[:, None]
-        kp_crop = kp_crop.astype(np.float32)
+        kp_crop = transform_points(np.asarray(joints, np.float64).reshape(-1, 2), m).astype(np.float32)
         target, weight = self.codec.encode(kp_crop, np.asarray(visible, np.float32).reshape(-1))
         out['target'] = torch.from_numpy(target)
         out['target_weight'] = torch.from_numpy(weight)
@@ -427,14 +418,19 @@ class TopDownAugmentation:
         return out
 
 
+def _check_step_params(step: Mapping, known: Sequence[str], name: str | None = None) -> None:
+    """Raise if a pipeline step (or its settings without ``type``, then give ``name``) names a
+    parameter the step does not have."""
+    unknown = set(step) - {'type', *known}
+    if unknown:
+        raise ValueError(f"{name or step['type']} has no parameter(s) {sorted(unknown)}; known: {', '.join(known)}")
+
+
 def _occlusion_params(cfg) -> dict:
     """Validated TopDownRandomOcclusion settings."""
     if not isinstance(cfg, Mapping):
         raise ValueError(f'TopDownRandomOcclusion settings must be a dict, got {cfg!r}')
-    unknown = set(cfg) - {'prob', 'max_patches', 'size_range'}
-    if unknown:
-        raise ValueError(f'TopDownRandomOcclusion has no parameter(s) {sorted(unknown)}; known: prob, max_patches, '
-                         'size_range')
+    _check_step_params(cfg, ('prob', 'max_patches', 'size_range'), 'TopDownRandomOcclusion')
     out = {'prob': float(cfg.get('prob', 0.4)), 'max_patches': int(cfg.get('max_patches', 2)),
            'size_range': tuple(float(v) for v in cfg.get('size_range', (0.15, 0.4)))}
     lo_hi = out['size_range']
@@ -448,10 +444,8 @@ def _photometric_params(cfg) -> dict:
     """Validated PhotometricDistortion settings with mmpose 0.x defaults."""
     if not isinstance(cfg, Mapping):
         raise ValueError(f'PhotometricDistortion settings must be a dict, got {cfg!r}')
-    unknown = set(cfg) - {'brightness_delta', 'contrast_range', 'saturation_range', 'hue_delta'}
-    if unknown:
-        raise ValueError(f'PhotometricDistortion has no parameter(s) {sorted(unknown)}; known: brightness_delta, '
-                         'contrast_range, saturation_range, hue_delta')
+    _check_step_params(cfg, ('brightness_delta', 'contrast_range', 'saturation_range', 'hue_delta'),
+                       'PhotometricDistortion')
     out = {'brightness_delta': float(cfg.get('brightness_delta', 32)),
            'contrast_range': tuple(float(v) for v in cfg.get('contrast_range', (0.5, 1.5))),
            'saturation_range': tuple(float(v) for v in cfg.get('saturation_range', (0.5, 1.5))),
