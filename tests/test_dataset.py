@@ -590,6 +590,78 @@ def test_perspective_step_off_or_not_drawn_leaves_samples_unchanged():
         TopDownAugmentation.from_pipeline([dict(type='TopDownRandomPerspective', angle=30)])
 
 
+def _wall_scene():
+    """A white wall (low chroma) with a skin-coloured palm, a white hole enclosed by skin, and a 'finger'
+    (keypoints 19-20) that lies over the wall; identity crop geometry."""
+    img = np.empty((160, 160, 3), np.uint8)
+    img[:] = (232, 230, 226)  # off-white wall: CIELAB chroma ~3, lightness ~233
+    img[40:120, 40:100] = (220, 170, 140)  # skin: chroma ~30
+    img[76:84, 66:74] = (232, 230, 226)  # a white hole inside the skin, not connected to the border
+    palm = np.array([(70, 115), (45, 100), (50, 45), (65, 45), (80, 45), (95, 45)], np.float64)
+    joints = np.repeat(palm, [1, 4, 4, 4, 4, 4], axis=0)[:K].astype(np.float32)
+    joints[1:5] = np.linspace((45, 100), (42, 60), 4)
+    for finger, (x, y) in enumerate(palm[2:]):
+        joints[5 + 4 * finger:9 + 4 * finger] = np.linspace((x, y), (x, 42), 4)
+    joints[19], joints[20] = (120, 60), (140, 60)  # little finger's last bone over the wall
+    center, scale = box_to_center_scale([0, 0, 160, 160], 'xywh', (128, 128), padding=1.0)
+    return img, joints, np.ones(K, np.float32), center, scale
+
+
+def test_plain_background_replaces_the_wall_but_not_the_hand_or_enclosed_holes():
+    img, joints, vis, center, scale = _wall_scene()
+    neutral = dict(brightness_delta=0, contrast_range=(1, 1), saturation_range=(1, 1), hue_delta=0)
+    base = dict(image_size=(160, 160), flip_prob=0.0, scale_factor=0.0, rot_factor=0, sigma=2, photometric=neutral)
+    off = TopDownAugmentation(**base)
+    on = TopDownAugmentation(**base, plain_background_prob=1.0)
+    blue = np.zeros((30, 30, 3), np.uint8)
+    blue[:] = (20, 40, 230)
+    a = off(img, joints, vis, center, scale, np.random.default_rng(0))
+    b = on(img, joints, vis, center, scale, np.random.default_rng(0), donor=lambda rng: blue)
+    assert torch.equal(a['target'], b['target']) and torch.equal(a['target_weight'], b['target_weight'])
+    pa, pb = _crop_uint8(a['img']), _crop_uint8(b['img'])
+    assert np.abs(pa - img).max() <= 1  # identity crop
+    is_blue = np.abs(pb - (20, 40, 230)).max(-1) <= 2
+    assert is_blue[5:35, 5:155].all() and is_blue[125:155, 5:155].all()  # the wall far from the hand
+    assert np.array_equal(pb[45:115, 45:95], pa[45:115, 45:95])  # skin
+    assert np.array_equal(pb[77:83, 67:73], pa[77:83, 67:73])  # enclosed white hole stays
+    assert not is_blue[58:63, 118:142].any()  # wall under the bone 19-20 is the hand's, stays
+    assert is_blue[75:80, 118:142].all()  # ...but not far below it
+    # the draw comes after every other one: targets and earlier draws as without the step
+    full = dict(image_size=(128, 128), flip_prob=0.5, scale_factor=0.25, rot_factor=30, sigma=2,
+                shift_factor=0.16, shift_prob=0.5, photometric={}, occlusion={'prob': 0.5})
+    for seed in range(3):
+        a = TopDownAugmentation(**full)(img, joints, vis, center, scale, np.random.default_rng(seed),
+                                        donor=lambda rng: blue)
+        b = TopDownAugmentation(**full, plain_background_prob=0.0)(img, joints, vis, center, scale,
+                                                                     np.random.default_rng(seed), donor=lambda rng: blue)
+        c = TopDownAugmentation(**full, plain_background_prob=1.0)(img, joints, vis, center, scale,
+                                                                     np.random.default_rng(seed), donor=lambda rng: blue)
+        assert torch.equal(a['img'], b['img']) and torch.equal(a['target'], c['target'])
+        assert (a['flip'], a['rotation']) == (c['flip'], c['rotation']) and not torch.equal(a['img'], c['img'])
+    # a rotated crop: the wall is reached through the black border, which itself stays black
+    rot = TopDownAugmentation(**{**base, 'rot_factor': 45, 'rot_prob': 1.0}, plain_background_prob=1.0)
+    off_rot = TopDownAugmentation(**{**base, 'rot_factor': 45, 'rot_prob': 1.0})
+    for seed in range(6):
+        a = _crop_uint8(off_rot(img, joints, vis, center, scale, np.random.default_rng(seed))['img'])
+        if a.max(-1).min() > 2:
+            continue  # this draw has no black border
+        b = _crop_uint8(rot(img, joints, vis, center, scale, np.random.default_rng(seed), donor=lambda rng: blue)['img'])
+        black = cv2.erode((a.max(-1) <= 2).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        assert np.array_equal(b[black], a[black])
+        wall = cv2.erode((np.abs(a - (232, 230, 226)).max(-1) <= 3).astype(np.uint8), np.ones((5, 5), np.uint8))
+        assert (np.abs(b - (20, 40, 230)).max(-1) <= 2)[wall.astype(bool)].mean() > 0.8
+        break
+    else:
+        raise AssertionError('no rotated draw with a black border')
+    parsed = TopDownAugmentation.from_pipeline([dict(type='TopDownRandomPlainBackground', prob=0.2)])
+    assert parsed.plain_background_prob == 0.2
+    assert TopDownAugmentation.from_pipeline([dict(type='TopDownRandomPlainBackground')]).plain_background_prob == 0.5
+    with pytest.raises(ValueError, match='TopDownRandomPlainBackground needs'):
+        TopDownAugmentation(plain_background_prob=1.5)
+    with pytest.raises(ValueError, match='no parameter.*chroma'):
+        TopDownAugmentation.from_pipeline([dict(type='TopDownRandomPlainBackground', chroma=5)])
+
+
 def test_train_small_pipelines_parse_to_the_documented_settings():
     import importlib.util
     spec = importlib.util.spec_from_file_location('train_small', Path(__file__).parent.parent / 'tools' / 'train_small.py')
@@ -606,5 +678,8 @@ def test_train_small_pipelines_parse_to_the_documented_settings():
     assert (view.perspective_prob, view.perspective_max_angle) == (0.5, 50.0)
     assert repr(view).replace('perspective_prob=0.5, perspective_max_angle=50.0',
                               'perspective_prob=0.0, perspective_max_angle=45.0') == repr(rob)
-    with pytest.raises(ValueError, match="'standard', 'strong', 'robust' or 'viewpoint'"):
+    clutter = TopDownAugmentation.from_pipeline(mod.train_pipeline(128, 'clutter'), (128, 128))
+    assert clutter.plain_background_prob == 0.5 and rob.plain_background_prob == 0
+    assert repr(clutter).replace('plain_background_prob=0.5', 'plain_background_prob=0.0') == repr(rob)
+    with pytest.raises(ValueError, match="'standard', 'strong', 'robust', 'viewpoint' or 'clutter'"):
         mod.train_pipeline(128, 'wild')

@@ -37,7 +37,8 @@ def train_pipeline(size: int, augment: str) -> list:
     (the starter model's second stage) is ``strong`` with mmpose's hand-dataset rotation range
     (rot_factor 90: hands at any angle), green-screen backgrounds replaced by other training images'
     pixels and random occluders over the hand; ``viewpoint`` is ``robust`` with perspective viewpoint
-    changes (the crop plane turned by up to 50 degrees of yaw and pitch, p 0.5)."""
+    changes (the crop plane turned by up to 50 degrees of yaw and pitch, p 0.5); ``clutter`` is
+    ``robust`` with plain backgrounds (white walls) replaced too (p 0.5)."""
     if augment == 'standard':
         geometric = [{'type': 'TopDownRandomFlip', 'flip_prob': 0.5},
                      {'type': 'TopDownGetRandomScaleRotation', 'rot_factor': 30, 'scale_factor': 0.25}]
@@ -47,7 +48,7 @@ def train_pipeline(size: int, augment: str) -> list:
                      {'type': 'TopDownGetRandomScaleRotation', 'rot_factor': 45, 'scale_factor': 0.3,
                       'rot_prob': 0.6},
                      {'type': 'PhotometricDistortion', 'hue_delta': 10}]
-    elif augment in ('robust', 'viewpoint'):
+    elif augment in ('robust', 'viewpoint', 'clutter'):
         geometric = [{'type': 'TopDownRandomFlip', 'flip_prob': 0.5},
                      {'type': 'TopDownRandomShiftBboxCenter', 'shift_factor': 0.16, 'prob': 0.3},
                      {'type': 'TopDownGetRandomScaleRotation', 'rot_factor': 90, 'scale_factor': 0.3,
@@ -57,8 +58,10 @@ def train_pipeline(size: int, augment: str) -> list:
                      {'type': 'TopDownRandomOcclusion', 'prob': 0.4, 'max_patches': 2, 'size_range': [0.15, 0.4]}]
         if augment == 'viewpoint':
             geometric.append({'type': 'TopDownRandomPerspective', 'prob': 0.5, 'max_angle': 50})
+        if augment == 'clutter':
+            geometric.append({'type': 'TopDownRandomPlainBackground', 'prob': 0.5})
     else:
-        raise ValueError(f"augment must be 'standard', 'strong', 'robust' or 'viewpoint', got {augment!r}")
+        raise ValueError(f"augment must be 'standard', 'strong', 'robust', 'viewpoint' or 'clutter', got {augment!r}")
     return geometric + [
         {'type': 'TopDownAffine'}, {'type': 'MMToTensor'},
             {'type': 'NormalizeTensor', 'mean': [0.485, 0.456, 0.406], 'std': [0.229, 0.224, 0.225]},
@@ -121,11 +124,12 @@ def main(argv=None):
     ap.add_argument('--batch-size', type=int, default=32)
     ap.add_argument('--workers', type=int, default=1)
     ap.add_argument('--lr', type=float, default=1e-3)
-    ap.add_argument('--augment', choices=('standard', 'strong', 'robust', 'viewpoint'), default='standard',
+    ap.add_argument('--augment', choices=('standard', 'strong', 'robust', 'viewpoint', 'clutter'), default='standard',
                     help='standard: flip, scale 0.25, rotation 30 (the published recipe); strong: adds box shifts, '
                     'colour distortion, scale 0.3, rotation 45; robust: strong with rotation 90, green-screen '
                     'background replacement and occluders (the starter model\'s second stage); viewpoint: robust '
-                    'with perspective viewpoint changes (yaw/pitch up to 50 degrees, p 0.5)')
+                    'with perspective viewpoint changes (yaw/pitch up to 50 degrees, p 0.5); clutter: robust with plain '
+                    '(white wall) backgrounds replaced by other images\' pixels too')
     ap.add_argument('--init-from', default=None, metavar='MODEL_DIR',
                     help='start from the weights of this model directory (same network), e.g. to fine-tune '
                     'the first stage of the starter model with --augment strong; the directory is only read')

@@ -39,9 +39,16 @@ dataset, a region of the sample's own image):
   with their centres in the middle 80 % of the crop, over the hand; the keypoints keep their
   labels, so the network learns to place hidden joints.
 
+* ``TopDownRandomPlainBackground(prob=0.5)``: the same replacement for plain backgrounds (white
+  walls, paper, grey cloth): the crop's low-chroma pixels (CIELAB chroma below 12 and lightness
+  above 60 on OpenCV's 0-255 scale) that are connected to the crop border and lie off the hand
+  (the bones drawn 9 % of the hand size thick, and the palm polygon, from the keypoint labels)
+  are replaced by the donor.  Hands shot against a plain wall are thus also seen in clutter.
+
 These act on the crop before the photometric distortion.  Their random numbers are drawn after
 all the others (flip/scale/rotation, then box shift, then photometric), so a pipeline without a
-step draws exactly the same samples as before that step existed.
+step draws exactly the same samples as before that step existed (the plain background's one draw
+comes last).
 
 And one geometric step of the same kind:
 
@@ -76,12 +83,21 @@ _NOOP_STEPS = {'MMToTensor', 'ToTensor', 'PoseCollect', 'Collect', 'LoadImageFro
 _KNOWN_STEPS = _NOOP_STEPS | {
     'TopDownRandomFlip', 'TopDownGetRandomScaleRotation', 'TopDownAffine', 'NormalizeTensor', 'TopDownGenerateTarget',
     'TopDownRandomShiftBboxCenter', 'PhotometricDistortion', 'TopDownRandomGreenBackground',
-    'TopDownRandomOcclusion', 'TopDownRandomPerspective'
+    'TopDownRandomOcclusion', 'TopDownRandomPerspective', 'TopDownRandomPlainBackground'
 }
 # chroma-key range of TopDownRandomGreenBackground (OpenCV uint8 HSV: hue 0-180)
 GREEN_HUE = (35, 85)
 GREEN_MIN_SATURATION = 60
 GREEN_MIN_VALUE = 40
+# plain-background range of TopDownRandomPlainBackground (OpenCV uint8 CIELAB: L, a, b in 0-255)
+PLAIN_MAX_CHROMA = 12.0
+PLAIN_MIN_LIGHTNESS = 60
+# the hand region it never touches: bones (and palm polygon) of the 21 keypoints
+HAND_BONES = np.array([(0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (0, 9), (9, 10), (10, 11),
+                       (11, 12), (0, 13), (13, 14), (14, 15), (15, 16), (0, 17), (17, 18), (18, 19), (19, 20),
+                       (5, 9), (9, 13), (13, 17)], np.int64)
+PALM = np.array([0, 1, 5, 9, 13, 17], np.int64)
+HAND_BONE_THICKNESS = 0.09
 
 
 def random_square(height: int, width: int, u) -> tuple[int, int, int]:
@@ -121,6 +137,7 @@ class TopDownAugmentation:
         occlusion: ``None`` (off) or a dict with ``prob``, ``max_patches``, ``size_range``.
         perspective_prob, perspective_max_angle: the viewpoint change (probability 0 = off; largest
             yaw / pitch in degrees, below 90).
+        plain_background_prob: probability of the plain-background replacement (0 = off).
     """
 
     def __init__(self, image_size=(256, 256), heatmap_size=None, train: bool = True, flip_prob: float = 0.5,
@@ -128,7 +145,7 @@ class TopDownAugmentation:
                  unbiased_encoding: bool = False, zero_outside: bool = False, mean=IMAGENET_MEAN,
                  std=IMAGENET_STD, shift_factor: float = 0.0, shift_prob: float = 0.0, photometric=None,
                  green_background_prob: float = 0.0, occlusion=None, perspective_prob: float = 0.0,
-                 perspective_max_angle: float = 45.0):
+                 perspective_max_angle: float = 45.0, plain_background_prob: float = 0.0):
         self.image_size = _as_pair(image_size, 'image_size')
         self.heatmap_size = (_as_pair(heatmap_size, 'heatmap_size') if heatmap_size is not None else
                              (self.image_size[0] // 4, self.image_size[1] // 4))
@@ -151,6 +168,9 @@ class TopDownAugmentation:
         if not 0 <= self.green_background_prob <= 1:
             raise ValueError(f'TopDownRandomGreenBackground needs 0 <= prob <= 1, got {green_background_prob!r}')
         self.occlusion = None if occlusion is None else _occlusion_params(occlusion)
+        self.plain_background_prob = float(plain_background_prob)
+        if not 0 <= self.plain_background_prob <= 1:
+            raise ValueError(f'TopDownRandomPlainBackground needs 0 <= prob <= 1, got {plain_background_prob!r}')
         self.perspective_prob = float(perspective_prob)
         self.perspective_max_angle = float(perspective_max_angle)
         if not 0 <= self.perspective_prob <= 1 or not 0 < self.perspective_max_angle < 90:
@@ -164,7 +184,8 @@ class TopDownAugmentation:
                 f'train={self.train}, flip_prob={self.flip_prob}, scale_factor={self.scale_factor}, '
                 f'rot_factor={self.rot_factor}, rot_prob={self.rot_prob}, shift_factor={self.shift_factor}, '
                 f'shift_prob={self.shift_prob}, photometric={self.photometric}, '
-                f'green_background_prob={self.green_background_prob}, occlusion={self.occlusion}, '
+                f'green_background_prob={self.green_background_prob}, '
+                f'plain_background_prob={self.plain_background_prob}, occlusion={self.occlusion}, '
                 f'perspective_prob={self.perspective_prob}, perspective_max_angle={self.perspective_max_angle}, '
                 f'codec={self.codec!r})')
 
@@ -217,6 +238,9 @@ class TopDownAugmentation:
             elif t == 'TopDownRandomGreenBackground':
                 _check_step_params(step, ('prob', ))
                 kw['green_background_prob'] = float(step.get('prob', 0.5))
+            elif t == 'TopDownRandomPlainBackground':
+                _check_step_params(step, ('prob', ))
+                kw['plain_background_prob'] = float(step.get('prob', 0.5))
             elif t == 'TopDownRandomOcclusion':
                 kw['occlusion'] = {k: v for k, v in step.items() if k != 'type'}
             elif t == 'TopDownRandomPerspective':
@@ -317,9 +341,42 @@ class TopDownAugmentation:
              & (hsv[..., 2] >= GREEN_MIN_VALUE)).astype(np.float32)
         return cv2.GaussianBlur(m, (3, 3), 0) if m.any() else m
 
+    @staticmethod
+    def plain_mask(crop_uint8: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
+        """float32 [H, W] in [0, 1]: 1 on plain background — low-chroma, not dark pixels connected to
+        the crop border (directly or through the black border of pixels outside the image, which
+        itself stays black), off the hand drawn from ``keypoints`` [21, 2] (crop pixels) — edges
+        softened."""
+        lab = cv2.cvtColor(crop_uint8, cv2.COLOR_RGB2LAB)
+        ab = lab[..., 1:].astype(np.float32) - np.float32(128.0)
+        pad = ~crop_uint8.any(axis=2)  # the crop's black border (outside the image): connects, stays black
+        m = (((np.hypot(ab[..., 0], ab[..., 1]) < PLAIN_MAX_CHROMA) & (lab[..., 0] > PLAIN_MIN_LIGHTNESS))
+             | pad).astype(np.uint8)
+        kp = np.asarray(keypoints, np.float32).reshape(-1, 2)
+        if kp.shape[0] == 21 and np.isfinite(kp).all():
+            hand = np.zeros_like(m)
+            size = float((kp.max(0) - kp.min(0)).max())
+            q = np.rint(np.clip(kp, -4 * m.shape[1], 5 * m.shape[1])).astype(np.int32)
+            cv2.polylines(hand, list(q[HAND_BONES]), False, 1, max(2, int(round(HAND_BONE_THICKNESS * size))))
+            cv2.fillPoly(hand, [q[PALM]], 1)
+            m[hand > 0] = 0
+        m = cv2.morphologyEx(m, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+        n, labels = cv2.connectedComponents(m, connectivity=4)
+        if n <= 1:
+            return np.zeros(m.shape, np.float32)
+        keep = np.zeros(n, bool)
+        keep[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
+        keep[0] = False
+        m = (keep[labels] & ~pad).astype(np.float32)
+        return cv2.GaussianBlur(m, (3, 3), 0) if m.any() else m
+
     def replace_green(self, crop_uint8: np.ndarray, donor: np.ndarray) -> np.ndarray:
         """The crop with its green pixels replaced by ``donor`` (uint8 RGB, any size) resized to it."""
-        m = self.green_mask(crop_uint8)
+        return self.replace_background(crop_uint8, donor, self.green_mask(crop_uint8))
+
+    @staticmethod
+    def replace_background(crop_uint8: np.ndarray, donor: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """``crop * (1 - m) + donor * m`` (donor resized to the crop), rounded to uint8."""
         if not m.any():
             return crop_uint8
         h, w = crop_uint8.shape[:2]
@@ -360,7 +417,8 @@ class TopDownAugmentation:
         x = (x - self.mean) / self.std
         return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
-    def _train_pixels(self, crop: np.ndarray, image_rgb: np.ndarray, rng: np.random.Generator, donor):
+    def _train_pixels(self, crop: np.ndarray, image_rgb: np.ndarray, rng: np.random.Generator, donor,
+                      kp_crop: np.ndarray):
         """Background replacement, occlusion, then photometric distortion of the uint8 crop (draws in
         the order of the module docstring, so absent steps leave the others' draws unchanged)."""
         u_photo = rng.random(8) if self.photometric is not None else None
@@ -369,11 +427,14 @@ class TopDownAugmentation:
         if self.occlusion is not None:
             u = rng.random(2 + 4 * self.occlusion['max_patches'])
             u_occ = u[1:] if u[0] < self.occlusion['prob'] else None
-        if use_bg or u_occ is not None:
+        use_plain = self.plain_background_prob > 0 and rng.random() < self.plain_background_prob
+        if use_bg or use_plain or u_occ is not None:
             src = donor(rng) if donor is not None else self.own_region(image_rgb, rng)
             if src is not None and src.size:
                 if use_bg:
                     crop = self.replace_green(crop, src)
+                if use_plain:
+                    crop = self.replace_background(crop, src, self.plain_mask(crop, kp_crop))
                 if u_occ is not None:
                     crop = self.occlude(crop, src, u_occ)
         return self.distort(crop, u_photo) if u_photo is not None else crop
@@ -403,12 +464,10 @@ class TopDownAugmentation:
         else:
             m = view @ np.vstack([m, (0.0, 0.0, 1.0)])
             crop = cv2.warpPerspective(image_rgb, m, (w, h), flags=cv2.INTER_LINEAR)
-        if self.train:
-            crop = self._train_pixels(crop, image_rgb, rng, donor)
-        out = {'img': self.normalize(crop)}
         if not self.train:
-            return out
+            return {'img': self.normalize(crop)}
         kp_crop = transform_points(np.asarray(joints, np.float64).reshape(-1, 2), m).astype(np.float32)
+        out = {'img': self.normalize(self._train_pixels(crop, image_rgb, rng, donor, kp_crop))}
         target, weight = self.codec.encode(kp_crop, np.asarray(visible, np.float32).reshape(-1))
         out['target'] = torch.from_numpy(target)
         out['target_weight'] = torch.from_numpy(weight)
