@@ -629,13 +629,12 @@ def test_plain_background_replaces_the_wall_but_not_the_hand_or_enclosed_holes()
     # the draw comes after every other one: targets and earlier draws as without the step
     full = dict(image_size=(128, 128), flip_prob=0.5, scale_factor=0.25, rot_factor=30, sigma=2,
                 shift_factor=0.16, shift_prob=0.5, photometric={}, occlusion={'prob': 0.5})
+    steps = {p: TopDownAugmentation(**full, plain_background_prob=p) for p in (0.0, 1.0)}
     for seed in range(3):
         a = TopDownAugmentation(**full)(img, joints, vis, center, scale, np.random.default_rng(seed),
                                         donor=lambda rng: blue)
-        b = TopDownAugmentation(**full, plain_background_prob=0.0)(img, joints, vis, center, scale,
-                                                                     np.random.default_rng(seed), donor=lambda rng: blue)
-        c = TopDownAugmentation(**full, plain_background_prob=1.0)(img, joints, vis, center, scale,
-                                                                     np.random.default_rng(seed), donor=lambda rng: blue)
+        b, c = (steps[p](img, joints, vis, center, scale, np.random.default_rng(seed), donor=lambda rng: blue)
+                for p in (0.0, 1.0))
         assert torch.equal(a['img'], b['img']) and torch.equal(a['target'], c['target'])
         assert (a['flip'], a['rotation']) == (c['flip'], c['rotation']) and not torch.equal(a['img'], c['img'])
     # a rotated crop: the wall is reached through the black border, which itself stays black
@@ -645,7 +644,8 @@ def test_plain_background_replaces_the_wall_but_not_the_hand_or_enclosed_holes()
         a = _crop_uint8(off_rot(img, joints, vis, center, scale, np.random.default_rng(seed))['img'])
         if a.max(-1).min() > 2:
             continue  # this draw has no black border
-        b = _crop_uint8(rot(img, joints, vis, center, scale, np.random.default_rng(seed), donor=lambda rng: blue)['img'])
+        b = _crop_uint8(rot(img, joints, vis, center, scale, np.random.default_rng(seed),
+                            donor=lambda rng: blue)['img'])
         black = cv2.erode((a.max(-1) <= 2).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
         assert np.array_equal(b[black], a[black])
         wall = cv2.erode((np.abs(a - (232, 230, 226)).max(-1) <= 3).astype(np.uint8), np.ones((5, 5), np.uint8))
@@ -655,7 +655,8 @@ def test_plain_background_replaces_the_wall_but_not_the_hand_or_enclosed_holes()
         raise AssertionError('no rotated draw with a black border')
     parsed = TopDownAugmentation.from_pipeline([dict(type='TopDownRandomPlainBackground', prob=0.2)])
     assert parsed.plain_background_prob == 0.2
-    assert TopDownAugmentation.from_pipeline([dict(type='TopDownRandomPlainBackground')]).plain_background_prob == 0.5
+    default = TopDownAugmentation.from_pipeline([dict(type='TopDownRandomPlainBackground')])
+    assert default.plain_background_prob == 0.5
     with pytest.raises(ValueError, match='TopDownRandomPlainBackground needs'):
         TopDownAugmentation(plain_background_prob=1.5)
     with pytest.raises(ValueError, match='no parameter.*chroma'):

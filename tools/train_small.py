@@ -128,8 +128,8 @@ def main(argv=None):
                     help='standard: flip, scale 0.25, rotation 30 (the published recipe); strong: adds box shifts, '
                     'colour distortion, scale 0.3, rotation 45; robust: strong with rotation 90, green-screen '
                     'background replacement and occluders (the starter model\'s second stage); viewpoint: robust '
-                    'with perspective viewpoint changes (yaw/pitch up to 50 degrees, p 0.5); clutter: robust with plain '
-                    '(white wall) backgrounds replaced by other images\' pixels too')
+                    'with perspective viewpoint changes (yaw/pitch up to 50 degrees, p 0.5); clutter: robust with '
+                    'plain (white wall) backgrounds replaced by other images\' pixels too')
     ap.add_argument('--init-from', default=None, metavar='MODEL_DIR',
                     help='start from the weights of this model directory (same network), e.g. to fine-tune '
                     'the first stage of the starter model with --augment strong; the directory is only read')
