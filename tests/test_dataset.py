@@ -661,6 +661,8 @@ def test_plain_background_replaces_the_wall_but_not_the_hand_or_enclosed_holes()
         TopDownAugmentation(plain_background_prob=1.5)
     with pytest.raises(ValueError, match='no parameter.*chroma'):
         TopDownAugmentation.from_pipeline([dict(type='TopDownRandomPlainBackground', chroma=5)])
+    with pytest.raises(ValueError, match='needs the 21 finite hand keypoints'):
+        TopDownAugmentation.plain_mask(np.zeros((8, 8, 3), np.uint8), np.zeros((17, 2), np.float32))
 
 
 def test_train_small_pipelines_parse_to_the_documented_settings():

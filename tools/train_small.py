@@ -31,6 +31,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+AUGMENTS = ('standard', 'strong', 'robust', 'viewpoint', 'clutter')
+
+
 def train_pipeline(size: int, augment: str) -> list:
     """The EasyCV-style training pipeline: ``standard`` is the published model's augmentation,
     ``strong`` adds box-centre shifts, colour distortion and wider scale/rotation ranges; ``robust``
@@ -61,7 +64,8 @@ def train_pipeline(size: int, augment: str) -> list:
         if augment == 'clutter':
             geometric.append({'type': 'TopDownRandomPlainBackground', 'prob': 0.5})
     else:
-        raise ValueError(f"augment must be 'standard', 'strong', 'robust', 'viewpoint' or 'clutter', got {augment!r}")
+        names = ', '.join(repr(a) for a in AUGMENTS[:-1])
+        raise ValueError(f'augment must be {names} or {AUGMENTS[-1]!r}, got {augment!r}')
     return geometric + [
         {'type': 'TopDownAffine'}, {'type': 'MMToTensor'},
             {'type': 'NormalizeTensor', 'mean': [0.485, 0.456, 0.406], 'std': [0.229, 0.224, 0.225]},
@@ -124,7 +128,7 @@ def main(argv=None):
     ap.add_argument('--batch-size', type=int, default=32)
     ap.add_argument('--workers', type=int, default=1)
     ap.add_argument('--lr', type=float, default=1e-3)
-    ap.add_argument('--augment', choices=('standard', 'strong', 'robust', 'viewpoint', 'clutter'), default='standard',
+    ap.add_argument('--augment', choices=AUGMENTS, default='standard',
                     help='standard: flip, scale 0.25, rotation 30 (the published recipe); strong: adds box shifts, '
                     'colour distortion, scale 0.3, rotation 45; robust: strong with rotation 90, green-screen '
                     'background replacement and occluders (the starter model\'s second stage); viewpoint: robust '

@@ -75,6 +75,7 @@ import numpy as np
 import torch
 
 from ..codec import HeatmapCodec
+from ..draw import SKELETON
 from ..transforms import IMAGENET_MEAN, IMAGENET_STD, get_affine_matrices, transform_points
 
 # EasyCV pipeline steps this module implements (anything else in a config is an error, not a
@@ -93,9 +94,7 @@ GREEN_MIN_VALUE = 40
 PLAIN_MAX_CHROMA = 12.0
 PLAIN_MIN_LIGHTNESS = 60
 # the hand region it never touches: bones (and palm polygon) of the 21 keypoints
-HAND_BONES = np.array([(0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (0, 9), (9, 10), (10, 11),
-                       (11, 12), (0, 13), (13, 14), (14, 15), (15, 16), (0, 17), (17, 18), (18, 19), (19, 20),
-                       (5, 9), (9, 13), (13, 17)], np.int64)
+HAND_BONES = np.concatenate([SKELETON, np.array([(5, 9), (9, 13), (13, 17)], SKELETON.dtype)])  # + knuckles
 PALM = np.array([0, 1, 5, 9, 13, 17], np.int64)
 HAND_BONE_THICKNESS = 0.09
 
@@ -339,7 +338,7 @@ class TopDownAugmentation:
         hsv = cv2.cvtColor(crop_uint8, cv2.COLOR_RGB2HSV)
         m = ((hsv[..., 0] >= GREEN_HUE[0]) & (hsv[..., 0] <= GREEN_HUE[1]) & (hsv[..., 1] >= GREEN_MIN_SATURATION)
              & (hsv[..., 2] >= GREEN_MIN_VALUE)).astype(np.float32)
-        return cv2.GaussianBlur(m, (3, 3), 0) if m.any() else m
+        return _soften(m)
 
     @staticmethod
     def plain_mask(crop_uint8: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
@@ -353,22 +352,21 @@ class TopDownAugmentation:
         m = (((np.hypot(ab[..., 0], ab[..., 1]) < PLAIN_MAX_CHROMA) & (lab[..., 0] > PLAIN_MIN_LIGHTNESS))
              | pad).astype(np.uint8)
         kp = np.asarray(keypoints, np.float32).reshape(-1, 2)
-        if kp.shape[0] == 21 and np.isfinite(kp).all():
-            hand = np.zeros_like(m)
-            size = float((kp.max(0) - kp.min(0)).max())
-            q = np.rint(np.clip(kp, -4 * m.shape[1], 5 * m.shape[1])).astype(np.int32)
-            cv2.polylines(hand, list(q[HAND_BONES]), False, 1, max(2, int(round(HAND_BONE_THICKNESS * size))))
-            cv2.fillPoly(hand, [q[PALM]], 1)
-            m[hand > 0] = 0
+        if kp.shape[0] != 21 or not np.isfinite(kp).all():
+            raise ValueError(f'TopDownRandomPlainBackground needs the 21 finite hand keypoints to keep the hand, got '
+                             f'{kp.shape[0]} keypoints{"" if np.isfinite(kp).all() else " with NaN/inf"}')
+        hand = np.zeros_like(m)
+        size = float((kp.max(0) - kp.min(0)).max())
+        q = np.rint(np.clip(kp, -4 * m.shape[1], 5 * m.shape[1])).astype(np.int32)
+        cv2.polylines(hand, list(q[HAND_BONES]), False, 1, max(2, int(round(HAND_BONE_THICKNESS * size))))
+        cv2.fillPoly(hand, [q[PALM]], 1)
+        m[hand > 0] = 0
         m = cv2.morphologyEx(m, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
         n, labels = cv2.connectedComponents(m, connectivity=4)
-        if n <= 1:
-            return np.zeros(m.shape, np.float32)
-        keep = np.zeros(n, bool)
+        keep = np.zeros(n, bool)  # components that touch the crop border; 0 is "not a candidate"
         keep[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
         keep[0] = False
-        m = (keep[labels] & ~pad).astype(np.float32)
-        return cv2.GaussianBlur(m, (3, 3), 0) if m.any() else m
+        return _soften((keep[labels] & ~pad).astype(np.float32))
 
     def replace_green(self, crop_uint8: np.ndarray, donor: np.ndarray) -> np.ndarray:
         """The crop with its green pixels replaced by ``donor`` (uint8 RGB, any size) resized to it."""
@@ -475,6 +473,11 @@ class TopDownAugmentation:
         out['scale_factor'] = float(sfac[0])
         out['rotation'] = float(rot[0])
         return out
+
+
+def _soften(mask: np.ndarray) -> np.ndarray:
+    """A float32 0/1 mask with its edges blurred (3x3 Gaussian) for blending; an empty mask as it is."""
+    return cv2.GaussianBlur(mask, (3, 3), 0) if mask.any() else mask
 
 
 def _check_step_params(step: Mapping, known: Sequence[str], name: str | None = None) -> None:
