@@ -20,8 +20,8 @@ pytestmark = pytest.mark.skipif(not (STARTER / 'configuration.json').is_file(),
                                 reason='no starter model is bundled in this checkout (tools/make_starter_model.py)')
 
 # thresholds set from the figures measured when the model was packaged (see the docstrings), with margin
-PCK_MIN = 0.35
-EPE_MAX = 42.0
+PCK_MIN = 0.5
+EPE_MAX = 32.0
 E2E_MAX_FRACTION = 0.3
 
 
@@ -93,7 +93,8 @@ def test_weights_load_strictly_into_the_configured_network():
 
 def test_keypoints_with_gt_boxes_on_the_shared_images(hands, gt_hands):
     """12 real hands (OneHand10K, FreiHAND) with their GT boxes, outside the training domain: measured
-    PCK@0.2 0.46, EPE 29.6 px when packaged (the starter model generalises poorly; see its card)."""
+    PCK@0.2 0.63, EPE 24.6 px when packaged (the two-stage model before
+    it: 0.46, 29.6 px) (the starter model generalises poorly; see its card)."""
     from modelscope.outputs import OutputKeys
     pred, gt, vis, boxes = [], [], [], []
     for path, box, kps, v in gt_hands:
@@ -108,7 +109,7 @@ def test_keypoints_with_gt_boxes_on_the_shared_images(hands, gt_hands):
 
 def test_end_to_end_finds_and_places_the_onehand10k_hands(hands, data_dir):
     """No boxes: the palm detector finds every OneHand10K hand and the keypoints land on it (measured mean
-    error 0.05-0.18 of the hand box side when packaged)."""
+    error 0.05-0.16 of the hand box side when packaged)."""
     from modelscope.outputs import OutputKeys
     for path, box, kps, v in _coco_hands(data_dir / 'hands' / 'onehand10k' / 'test_onehand10k.json'):
         r = hands(str(path))
@@ -122,7 +123,7 @@ def test_end_to_end_finds_and_places_the_onehand10k_hands(hands, data_dir):
 
 def test_in_domain_quality_on_open_hands_val(hands, data_dir):
     """Every 12th hand of the open_hands val split (the selection split, MediaPipe labels), GT boxes:
-    measured PCK@0.2 0.996, AUC 0.82, EPE 4.7 px when packaged."""
+    measured PCK@0.2 0.997, AUC 0.82, EPE 4.8 px when packaged."""
     from modelscope.outputs import OutputKeys
     from modelscope_handkp.datasets.coco_wholebody_hand import load_coco_wholebody_hands
     rec = load_coco_wholebody_hands(data_dir / 'open_hands' / 'annotations' / 'val.json', None)
@@ -151,3 +152,24 @@ def test_palm_detector_follows_an_explicit_backend_choice(hands):
     assert eager.detector.backend == 'eager' and eager.detector.runtime is None
     fused = pipeline(Tasks.hand_2d_keypoints, model=modelscope_handkp.starter_model_dir(), backend='fused')
     assert fused.detector.backend == 'eager'  # a torch backend for the keypoints: torch for the palms too
+
+
+def test_make_starter_model_packages_into_a_new_folder_and_never_replaces_silently(tmp_path):
+    import importlib.util
+    tool = Path(__file__).resolve().parent.parent / 'tools' / 'make_starter_model.py'
+    if not tool.is_file():
+        pytest.skip('tools/make_starter_model.py is not in this installation (installed package without the repository)')
+    spec = importlib.util.spec_from_file_location('make_starter_model', tool)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    dest = tmp_path / 'not' / 'yet' / 'starter_model'  # parents are created
+    args = [str(STARTER), '--dest', str(dest), '--card', str(STARTER / 'README.md')]
+    mod.main(args)
+    assert (dest / 'pytorch_model.pt').read_bytes() == (STARTER / 'pytorch_model.pt').read_bytes()
+    assert (dest / 'README.md').read_text(encoding='utf-8') == (STARTER / 'README.md').read_text(encoding='utf-8')
+    cfg = json.loads((dest / 'configuration.json').read_text())
+    assert cfg['detector']['type'] == 'palm' and cfg['handkp']['provenance']['source'] == str(STARTER)
+    (dest / 'pytorch_model.pt').write_bytes(b'mine')
+    with pytest.raises(SystemExit, match='--overwrite'):
+        mod.main(args)
+    assert (dest / 'pytorch_model.pt').read_bytes() == b'mine'

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Package a trained model directory as the bundled starter model (``modelscope_handkp/starter_model``).
 
-    python tools/make_starter_model.py work_dirs/starter_robust/output_best [--overwrite]
+    python tools/make_starter_model.py work_dirs/starter_clutter/output_best [--overwrite]
 
 Copies ``configuration.json`` + ``pytorch_model.pt`` of a training output (``output_best`` = the epoch
 with the best PCK on the validation split), sets the detector to the bundled MediaPipe palm detector,
@@ -28,12 +28,15 @@ MAX_MB = 20.0
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    ap.add_argument('src', help='trained model directory (e.g. work_dirs/starter_robust/output_best)')
+    ap.add_argument('src', help='trained model directory (e.g. work_dirs/starter_clutter/output_best)')
     ap.add_argument('--dest', default=str(DEST))
     ap.add_argument('--command', default='python tools/train_small.py --data ../shared/data/open_hands '
                     '--work-dir work_dirs/starter --epochs 12 --threads 2 && python tools/train_small.py '
                     '--data ../shared/data/open_hands --work-dir work_dirs/starter_robust --epochs 10 --lr 5e-4 '
-                    '--augment robust --init-from work_dirs/starter/output_best --threads 2',
+                    '--augment robust --init-from work_dirs/starter/output_best --threads 2 && python '
+                    'tools/train_small.py --data ../shared/data/open_hands --work-dir work_dirs/starter_clutter '
+                    '--epochs 8 --lr 2e-4 --augment clutter --init-from work_dirs/starter_robust/output_best '
+                    '--threads 2',
                     help='the training command to record')
     ap.add_argument('--card', default=str(ROOT / 'docs' / 'model_card.md'),
                     help="the model card, copied as the model directory's README.md (default: docs/model_card.md)")
@@ -51,6 +54,7 @@ def main(argv=None):
     if dest.exists() and any(dest.iterdir()) and not args.overwrite:
         raise SystemExit(f'{dest} exists; pass --overwrite to replace the bundled starter model.')
 
+    dest.parent.mkdir(parents=True, exist_ok=True)
     cfg = json.loads(cfg_path.read_text())
     cfg['detector'] = {'type': 'palm', 'variant': 'full', 'score_threshold': 0.5}
     cfg.pop('dataset', None)  # paths of the training machine; train/evaluation settings stay
