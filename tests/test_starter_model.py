@@ -93,8 +93,8 @@ def test_weights_load_strictly_into_the_configured_network():
 
 def test_keypoints_with_gt_boxes_on_the_shared_images(hands, gt_hands):
     """12 real hands (OneHand10K, FreiHAND) with their GT boxes, outside the training domain: measured
-    PCK@0.2 0.63, EPE 24.6 px when packaged (the two-stage model before
-    it: 0.46, 29.6 px) (the starter model generalises poorly; see its card)."""
+    PCK@0.2 0.63, EPE 24.6 px when packaged (the two-stage model before it: 0.46,
+    29.6 px); the starter model generalises poorly, see its card."""
     from modelscope.outputs import OutputKeys
     pred, gt, vis, boxes = [], [], [], []
     for path, box, kps, v in gt_hands:
