@@ -52,6 +52,7 @@ from torch import nn
 
 from . import codec
 from . import decode_torch
+from .model_dir import test_settings
 from .models.fuse import fold_batchnorm
 from .models.topdown import flip_back_heatmaps
 
@@ -184,9 +185,7 @@ class _Backend:
         self.model = model.eval()
         cfg = _test_cfg(model)
         self.shift = bool(getattr(model, 'shift_heatmap', cfg.get('shift_heatmap', True)))
-        post = cfg.get('post_process', 'unbiased')
-        self.post_process = None if post in ('none', 'None', False) else post
-        self.kernel = int(cfg.get('modulate_kernel', 11))
+        _, self.post_process, self.kernel = test_settings(getattr(model, 'cfg', None))
         self.num_keypoints = int(getattr(model, 'num_keypoints', 21))
         w, h = (int(v) for v in getattr(model, 'input_size', (256, 256)))
         self.input_size = (w, h)

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -41,14 +41,14 @@ _QUARTER_OFFSETS = ((0, 1), (0, -1), (1, 0), (-1, 0))
 
 
 def gaussian_kernel_1d(kernel: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """OpenCV's ``getGaussianKernel(kernel, 0)``: sigma from the kernel size, weights summing to 1
-    (computed in float64, then cast)."""
+    """OpenCV's ``getGaussianKernel(kernel, 0)`` (float64, then cast), taken from OpenCV itself: for
+    sizes up to 7 OpenCV uses fixed tables that differ from the sigma formula, and the reference blur
+    (``cv2.GaussianBlur(..., (k, k), 0)``) uses the same weights."""
+    kernel = int(kernel)
     if kernel % 2 != 1 or kernel < 1:
         raise ValueError(f'the blur kernel must be a positive odd number, got {kernel}')
-    sigma = 0.3 * ((kernel - 1) * 0.5 - 1) + 0.8
-    x = torch.arange(kernel, dtype=torch.float64) - (kernel - 1) / 2
-    g = torch.exp(-x * x / (2.0 * sigma * sigma))
-    return (g / g.sum()).to(dtype)
+    g = cv2.getGaussianKernel(kernel, 0, ktype=cv2.CV_64F).reshape(-1)
+    return torch.from_numpy(np.ascontiguousarray(g)).to(dtype)
 
 
 def _flat(maps: torch.Tensor) -> torch.Tensor:

@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from .decode_torch import HeatmapDecoder
+from .model_dir import test_settings
 from .models.fuse import fold_batchnorm, is_folded
 from .models.topdown import flip_back_heatmaps
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -65,11 +66,12 @@ class KeypointGraph(nn.Module):
         self.net = fold_batchnorm(model) if fold_bn and not is_folded(model) else model.eval()
         self.flip_test = bool(flip_test)
         self.shift = bool(getattr(model, 'shift_heatmap', test_cfg.get('shift_heatmap', True)))
+        _, model_post, model_kernel = test_settings(getattr(model, 'cfg', None))
         if post_process == FROM_MODEL:
-            post_process = test_cfg.get('post_process', 'unbiased')
+            post_process = model_post
         if post_process in ('none', 'None', False):
             post_process = None
-        kernel = int(test_cfg.get('modulate_kernel', 11)) if kernel is None else int(kernel)
+        kernel = model_kernel if kernel is None else int(kernel)
         self.decoder = HeatmapDecoder(post_process, kernel)
 
     def heatmaps(self, crops: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 CONFIG_FILE = 'configuration.json'
 WEIGHTS_FILE = 'pytorch_model.pt'
+MODEL_CARD_FILE = 'README.md'
 TASK = 'hand-2d-keypoints'
 
 FORMAT_EASYCV = 'easycv'
@@ -280,8 +281,10 @@ def keypoint_model_cfg(cfg: Mapping, fmt: str | None = None, where: str = CONFIG
     return out
 
 
-def _test_settings(model_cfg: Mapping):
-    test_cfg = model_cfg.get('test_cfg') or {}
+def test_settings(model_cfg: Mapping):
+    """(flip_test, post_process, kernel) of a model section's ``test_cfg``, checked; the one reader of
+    these keys (``kernel`` is accepted as an alias of ``modulate_kernel``)."""
+    test_cfg = (model_cfg or {}).get('test_cfg') or {}
     post = test_cfg.get('post_process', 'unbiased')
     if post in ('none', 'None', False):
         post = None
@@ -390,7 +393,7 @@ def validate_configuration(cfg: Mapping, where: str = CONFIG_FILE, model_dir=Non
         raise ModelDirError(f"{where} is missing the key 'pipeline' (with its 'type'), which ModelScope's pipeline() "
                             f'needs; add "pipeline": {{"type": "{name}"}}.')
     model_cfg = keypoint_model_cfg(cfg, fmt, where)
-    _test_settings(model_cfg)
+    test_settings(model_cfg)
     detector_spec(cfg, model_dir, fmt, where)
     return fmt
 
@@ -406,7 +409,7 @@ def load_model_spec(model_dir, require_weights: bool = True, config: Mapping | N
     fmt = config_format(cfg, where)
     _check_task(cfg, where)
     model_cfg = keypoint_model_cfg(cfg, fmt, where)
-    flip, post, kernel = _test_settings(model_cfg)
+    flip, post, kernel = test_settings(model_cfg)
     checkpoint = path / WEIGHTS_FILE
     if not checkpoint.is_file():
         if require_weights:
@@ -523,7 +526,8 @@ def convert_model_dir(src, dst, overwrite: bool = False, check: bool = True) -> 
       ``detector`` section, no ``plugins`` entry, train/evaluation/dataset sections kept);
     * ``pytorch_model.pt`` is re-saved as ``{'state_dict': ..., 'meta': ...}`` after a safe read (and,
       with ``check``, after loading it into the network, so a wrong checkpoint fails here);
-    * the detector files are copied byte for byte to ``detection/`` (``config.py`` is never executed).
+    * the detector files are copied byte for byte to ``detection/`` (``config.py`` is never executed);
+    * the model card ``README.md``, if any, is copied.
 
     ``dst`` must not exist or be empty; an existing non-empty ``dst`` is only replaced with
     ``overwrite=True``.  The copy is written to a temporary folder next to ``dst`` and renamed into
@@ -577,13 +581,19 @@ def convert_model_dir(src, dst, overwrite: bool = False, check: bool = True) -> 
             shutil.copyfile(det.config_file, tmp / new_cfg['detector']['config_file'])
             shutil.copyfile(det.checkpoint, tmp / new_cfg['detector']['checkpoint'])
         (tmp / CONFIG_FILE).write_text(dumps_configuration(new_cfg), encoding='utf-8')
+        if (src_path / MODEL_CARD_FILE).is_file():  # the model card travels with the weights
+            shutil.copyfile(src_path / MODEL_CARD_FILE, tmp / MODEL_CARD_FILE)
         if dst_path.exists():
-            backup = dst_path.with_name(f'.{dst_path.name}.replaced')
-            if backup.exists():
-                shutil.rmtree(backup)
-            os.replace(dst_path, backup)
-            os.replace(tmp, dst_path)
-            shutil.rmtree(backup, ignore_errors=True)
+            # the old folder moves into a fresh private holder (never a fixed name that could be someone's)
+            holder = Path(tempfile.mkdtemp(prefix=f'.{dst_path.name}.replaced.', dir=str(dst_path.parent)))
+            os.replace(dst_path, holder / dst_path.name)
+            try:
+                os.replace(tmp, dst_path)
+            except OSError:
+                os.replace(holder / dst_path.name, dst_path)
+                holder.rmdir()
+                raise
+            shutil.rmtree(holder, ignore_errors=True)
         else:
             os.replace(tmp, dst_path)
     finally:

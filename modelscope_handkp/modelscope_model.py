@@ -47,11 +47,11 @@ class HandKeypointsModel(TorchModel):
             spec = md.load_model_spec(model_dir, require_weights=load_weights)
             if overrides:
                 spec.model_cfg.update(overrides)
-                spec.flip_test, spec.post_process, spec.kernel = md._test_settings(spec.model_cfg)
+                spec.flip_test, spec.post_process, spec.kernel = md.test_settings(spec.model_cfg)
         else:
             cfg = default_model_cfg()
             cfg.update(overrides)
-            flip, post, kernel = md._test_settings(cfg)
+            flip, post, kernel = md.test_settings(cfg)
             spec = md.ModelSpec(None, md.FORMAT_HANDKP, {}, cfg, None, flip, post, kernel)
         self.spec = spec
         try:

@@ -38,6 +38,7 @@ directory's choice.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -142,18 +143,10 @@ class HandKeypointsPipeline(Pipeline):
             self.detector = detector
         else:
             if detector is not None:
-                det_cfg = {'type': detector} if isinstance(detector, str) else dict(detector)
-                if det_cfg.get('type') == 'ssdlite' and 'config_file' not in det_cfg:
-                    if spec.detector.type != 'ssdlite':
-                        raise md.ModelDirError(f"detector='ssdlite' needs detector files, but {where} names none; "
-                                               "pass detector={'type': 'ssdlite', 'config_file': ..., "
-                                               "'checkpoint': ...}.")
-                    det_spec = spec.detector
-                else:
-                    det_cfg.setdefault('score_threshold', spec.detector.score_threshold)
-                    det_spec = md.detector_spec({'detector': det_cfg, 'handkp': {}}, spec.model_dir,
-                                                md.FORMAT_HANDKP, 'the detector argument')
-            self.detector = build_detector(det_spec, where)
+                det_spec, det_where = _detector_argument(detector, spec.detector, where)
+            else:
+                det_where = where
+            self.detector = build_detector(det_spec, det_where)
         self.score_threshold = float(det_spec.score_threshold if score_threshold is None else score_threshold)
         self.flip_test = self.model.flip_test if flip_test is None else bool(flip_test)
         self.max_batch = max(1, int(max_batch))
@@ -229,6 +222,9 @@ class HandKeypointsPipeline(Pipeline):
         return inputs
 
     def _process_batch(self, input, batch_size, **kwargs):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f'batch_size must be a positive integer (images per forward), got {batch_size!r}.')
+        batch_size = int(batch_size)
         pre = kwargs.get('preprocess_params') or {}
         fwd = kwargs.get('forward_params') or {}
         post = kwargs.get('postprocess_params') or {}
@@ -357,6 +353,42 @@ class HandKeypointsPipeline(Pipeline):
             checked = True
         return keep if checked else None
 
+
+
+def _detector_argument(detector, model_detector: md.DetectorSpec, where: str):
+    """(spec, where) of the pipeline's ``detector=`` argument (a type name or a config object).
+
+    Settings the argument leaves out come from the model directory's detector when the type is the same
+    (``{'type': 'ssdlite', 'score_threshold': 0.3}`` keeps the directory's files); file paths given in the
+    argument are relative to the current directory, not to the model directory.
+    """
+    if isinstance(detector, str):
+        det_cfg = {'type': detector}
+    elif isinstance(detector, Mapping):
+        det_cfg = dict(detector)
+    else:
+        raise TypeError(f'detector= must be a HandDetector, a type name ({md.DETECTOR_TYPES}) or a config dict '
+                        f"like {{'type': 'palm', 'score_threshold': 0.5}}, got {type(detector).__name__}.")
+    arg = 'the detector argument'
+    dtype = str(det_cfg.get('type', 'none')).lower().replace('-', '_')
+    if dtype == 'wholeimage':
+        dtype = 'whole_image'
+    det_cfg['type'] = dtype
+    if dtype == model_detector.type:
+        merged = model_detector.to_config()  # its file paths are already absolute or relative to the CWD
+        for key in ('config_file', 'checkpoint'):
+            if det_cfg.get(key) is not None:
+                merged[key] = os.path.abspath(os.path.expanduser(os.fspath(det_cfg[key])))
+        merged.update({k: v for k, v in det_cfg.items() if k not in ('config_file', 'checkpoint')})
+        if not any(det_cfg.get(key) is not None for key in ('config_file', 'checkpoint')):
+            arg = where  # the files, if any, are the model directory's
+        det_cfg = merged
+    elif dtype == 'ssdlite' and 'config_file' not in det_cfg:
+        raise md.ModelDirError(f"detector='ssdlite' needs detector files, but {where} names none; pass "
+                               "detector={'type': 'ssdlite', 'config_file': ..., 'checkpoint': ...}.")
+    else:
+        det_cfg.setdefault('score_threshold', model_detector.score_threshold)
+    return md.detector_spec({'detector': det_cfg, 'handkp': {}}, os.getcwd(), md.FORMAT_HANDKP, arg), arg
 
 def _check_threshold(value, name: str = 'score_threshold') -> float:
     try:

@@ -6,9 +6,14 @@ Accepted inputs and colour order
   ``http(s)://`` URL (read through ModelScope's file layer — the only case that touches the network).
   Decoded with OpenCV (EXIF orientation applied; grayscale -> 3 channels; alpha dropped; 16-bit scaled
   to 8-bit).  Truncated JPEGs, empty files and non-image files raise :class:`ImageReadError`.
-* ``PIL.Image.Image``: converted to RGB (``L``, ``RGBA``, ``P``, ``I;16``, ``I``, ``F`` handled).
-* ``numpy.ndarray`` (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); uint8, uint16 (scaled >> 8) or float
-  (values in [0, 1] are scaled by 255).  **Colour order: BGR by default**, ModelScope's convention for
+  A JPEG with data after its end (a "motion photo") or an EXIF thumbnail reads normally.
+* ``bytes``: the encoded image file itself (not a path).
+* ``PIL.Image.Image``: converted to RGB (``L``, ``RGBA``, ``P``, ``I;16``, ``I``, ``F`` handled) and used
+  as it is: its EXIF orientation is *not* applied, so keypoints are in the PIL image's own pixel grid
+  (call ``PIL.ImageOps.exif_transpose`` first to get what a file path gives).
+* ``numpy.ndarray`` (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); uint8, uint16 (scaled >> 8; a uint16
+  array whose values are all <= 255 is read as 8-bit, with a warning) or float (values in [0, 1] are
+  scaled by 255).  **Colour order: BGR by default**, ModelScope's convention for
   numpy images (what ``cv2.imread`` returns; ModelScope's own ``LoadImage.convert_to_ndarray`` flips
   numpy input from BGR to RGB).  Pass ``input_color='rgb'`` (to the pipeline constructor or call) for
   RGB arrays, e.g. from PIL/imageio/matplotlib.  4-channel arrays are BGRA (or RGBA with
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from typing import Any
 
 import cv2
@@ -52,11 +58,32 @@ def _check_size(h: int, w: int, what: str) -> None:
 
 
 def _jpeg_truncated(data: bytes) -> bool:
-    """A JPEG whose last scan is not followed by an end-of-image marker."""
+    """A JPEG with no end-of-image marker after its first scan.
+
+    The marker segments before the first start-of-scan are walked by their lengths (so an EXIF thumbnail,
+    itself a complete JPEG inside APP1, is skipped); after it, entropy-coded data cannot contain ``FF D9``
+    (byte stuffing), so the first one is the image's end. Bytes after the end (the video of a "motion
+    photo") do not matter.
+    """
     if not data.startswith(b'\xff\xd8'):
         return False
-    sos = data.rfind(b'\xff\xda')
-    return sos < 0 or data.find(b'\xff\xd9', sos) < 0
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return False  # not a marker where one must be: leave the verdict to the decoder
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0xDA:
+            return data.find(b'\xff\xd9', i) < 0
+        if marker == 0xD9:
+            return False
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            i += 2
+            continue
+        i += 2 + int.from_bytes(data[i + 2:i + 4], 'big')
+    return True  # the headers end before any scan
 
 
 def _header_size(data: bytes):
@@ -84,8 +111,10 @@ def decode_image_bytes(data: bytes, what: str) -> np.ndarray:
                              'pass a JPEG/PNG/BMP/TIFF/WebP image.') from e
     if img is None:
         head = data[:16]
-        kind = 'text' if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else 'not an image OpenCV can read'
-        raise ImageReadError(f'{what} is not a readable image ({kind}; first bytes {head[:8]!r}); pass a '
+        text = all(32 <= b < 127 or b in (9, 10, 13) for b in head)
+        kind = 'text' if text else 'not an image OpenCV can read'
+        hint = ' (bytes are read as the encoded image itself; pass a file path as str)' if text else ''
+        raise ImageReadError(f'{what} is not a readable image ({kind}; first bytes {head[:8]!r}){hint}; pass a '
                              'JPEG/PNG/BMP/TIFF/WebP image file.')
     _check_size(img.shape[0], img.shape[1], what)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)
@@ -118,6 +147,11 @@ def _to_uint8(arr: np.ndarray, what: str) -> np.ndarray:
     if arr.dtype == np.uint8:
         return arr
     if arr.dtype == np.uint16:
+        if arr.size and int(arr.max()) <= 255:
+            # 8-bit pixels in a 16-bit array (a 16-bit picture this dark would be black after >> 8 anyway)
+            warnings.warn(f'{what} is uint16 but all its values are <= 255; it is read as 8-bit pixels. Pass '
+                          'uint8 to silence this, or full-range 16-bit values (0..65535).', stacklevel=4)
+            return arr.astype(np.uint8)
         return (arr >> 8).astype(np.uint8)
     if arr.dtype == np.bool_:
         return arr.astype(np.uint8) * np.uint8(255)

@@ -53,6 +53,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from . import evaluation  # noqa: F401  (registers the EasyCVMetric metric)
+from . import model_dir as md
 from .codec import decode_heatmaps
 from .datasets.coco_wholebody_hand import (CocoWholeBodyHandDataset, DatasetError, resolve_split_folder,
                                            substitute_data_root)
@@ -710,13 +711,11 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
     def evaluation_step(self, data):
         net = self.hand_net
         net.eval()
-        test_cfg = dict(net.cfg.get('test_cfg') or {})
+        _, post, kernel = md.test_settings(net.cfg)
         with torch.no_grad():
             heatmaps = net.forward_heatmaps(data['img'], flip_test=net.flip_test)
-        post = test_cfg.get('post_process', 'unbiased')
-        post = None if post in ('none', 'None', False) else post
         coords, scores = decode_heatmaps(heatmaps, data['center'].cpu().numpy(), data['scale'].cpu().numpy(),
-                                         post_process=post, kernel=int(test_cfg.get('modulate_kernel', 11)))
+                                         post_process=post, kernel=kernel)
         return {'preds': coords, 'scores': scores}
 
     def evaluation_loop(self, data_loader, metric_classes):

@@ -16,6 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -435,3 +436,33 @@ def test_onnx_graph_is_cached_once_per_model(model, built, monkeypatch):
     monkeypatch.setattr(export_mod, 'export_keypoint_net', no_export)
     second = make_backend(model, 'onnxruntime')
     assert second.onnx_path == first.onnx_path and first.onnx_path.stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize('kernel', [1, 3, 5, 7, 9, 11, 13])
+def test_blur_kernel_is_opencvs(kernel):
+    # OpenCV uses fixed tables (not the sigma formula) for sizes <= 7: the torch blur must use the same weights
+    want = cv2.getGaussianKernel(kernel, 0, ktype=cv2.CV_64F).reshape(-1)
+    np.testing.assert_array_equal(decode_torch.gaussian_kernel_1d(kernel, torch.float64).numpy(), want)
+
+
+@pytest.mark.parametrize('kernel', [3, 5, 7])
+def test_decode_torch_small_kernels_equal_codec(decode_ref, kernel):
+    args = (decode_ref['heatmaps'], decode_ref['centers'], decode_ref['scales'], 'unbiased', kernel)
+    ours, _ = codec.decode_heatmaps(*args)
+    got, _ = decode_torch.decode_heatmaps(*(torch.from_numpy(a) for a in args[:3]), 'unbiased', kernel)
+    assert np.abs(got.numpy() - ours).max() <= KP_TOL
+    at11, _ = codec.decode_heatmaps(*args[:4], 11)
+    assert np.abs(ours - at11).max() > 0.01  # the kernel size matters
+
+
+def test_backends_read_the_kernel_alias():
+    # 'kernel' is accepted for 'modulate_kernel' by the model directory; the backends read the same setting
+    m = _tiny_model()
+    m.cfg['test_cfg'].pop('modulate_kernel', None)
+    m.cfg['test_cfg']['kernel'] = 5
+    assert make_backend(m, 'eager').kernel == 5
+    from modelscope_handkp.export import KeypointGraph
+    assert KeypointGraph(m).decoder.kernel == 5
+    m.cfg['test_cfg']['kernel'] = 4
+    with pytest.raises(Exception, match='positive odd integer'):
+        make_backend(m, 'eager')

@@ -67,6 +67,59 @@ def test_truncated_jpeg(tiny, tmp_path, photo):
         tiny(str(tmp_path / 'header_only.jpg'))
 
 
+def _with_exif_thumbnail(jpeg: bytes, thumb: bytes) -> bytes:
+    """``jpeg`` with an APP1 segment holding a complete JPEG (an EXIF thumbnail has its own SOS and EOI)."""
+    payload = b'Exif\x00\x00' + thumb
+    return jpeg[:2] + b'\xff\xe1' + (len(payload) + 2).to_bytes(2, 'big') + payload + jpeg[2:]
+
+
+def test_jpeg_with_trailing_data_or_thumbnail(tiny, tmp_path, photo):
+    data = cv2.imencode('.jpg', photo)[1].tobytes()
+    expect = tiny(str(_write(tmp_path / 'plain.jpg', data)))[OutputKeys.KEYPOINTS]
+    rng = np.random.default_rng(0)
+    # a "motion photo": the video after the image's end, with scan markers and no end-of-image marker in it
+    trailer = (b'\x00\x00\x00\x18ftypmp42' + b'\xff\xda' + rng.integers(0, 255, 4096, dtype=np.uint8).tobytes())
+    trailer = trailer.replace(b'\xff\xd9', b'\xff\x00')
+    np.testing.assert_array_equal(tiny(str(_write(tmp_path / 'motion.jpg', data + trailer)))[OutputKeys.KEYPOINTS],
+                                  expect)
+    thumb = cv2.imencode('.jpg', cv2.resize(photo, (40, 30)))[1].tobytes()
+    with_thumb = _with_exif_thumbnail(data, thumb)
+    np.testing.assert_array_equal(tiny(str(_write(tmp_path / 'thumb.jpg', with_thumb)))[OutputKeys.KEYPOINTS],
+                                  expect)
+    # cut inside the main image: the thumbnail's end-of-image marker does not hide the truncation
+    cut = with_thumb[:len(with_thumb) - len(data) // 2]
+    with pytest.raises(ImageReadError, match='truncated JPEG'):
+        tiny(str(_write(tmp_path / 'thumb_cut.jpg', cut)))
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+def test_bytes_path_hint(tiny):
+    with pytest.raises(ImageReadError, match='encoded image itself; pass a file path as str'):
+        tiny(b'/photos/hand.jpg')
+
+
+def test_uint16_holding_8bit_values(tiny, photo):
+    with pytest.warns(UserWarning, match='uint16 but all its values are <= 255'):
+        out = tiny(photo.astype(np.uint16))
+    np.testing.assert_array_equal(out[OutputKeys.KEYPOINTS], tiny(photo)[OutputKeys.KEYPOINTS])
+
+
+def test_batch_size_must_be_positive(tiny, photo):
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match='batch_size must be a positive integer'):
+            tiny([photo, photo], batch_size=bad)
+    assert len(tiny([photo, photo, photo], batch_size=2)) == 3
+
+
+def test_box_that_is_empty_in_float32(tiny, photo):
+    with pytest.raises(ValueError, match='zero or negative size'):
+        tiny(photo, boxes=[[100.0, 10.0, 100.000001, 50.0]])
+
+
 def test_text_named_jpg(tiny, tmp_path):
     (tmp_path / 'notes.jpg').write_text('this is not an image\n')
     with pytest.raises(ImageReadError, match=r'not a readable image \(text.*pass a JPEG/PNG'):
@@ -303,3 +356,22 @@ def test_wrong_task_in_configuration(tmp_path, tiny_dir):
     with pytest.raises(md.ModelDirError, match="is for task 'image-classification'"):
         pipeline(TASK, model=str(d))
 
+
+
+def test_detector_argument(official_dir, tmp_path, monkeypatch):
+    # settings left out come from the model directory's detector of the same type (its files here) ...
+    p = pipeline(TASK, model=str(official_dir), detector={'type': 'ssdlite', 'score_threshold': 0.3})
+    assert p.score_threshold == pytest.approx(0.3)
+    assert type(p.detector).__name__ == type(pipeline(TASK, model=str(official_dir)).detector).__name__
+    # ... and file paths in the argument are relative to the current directory, not to the model directory
+    (tmp_path / 'mine').mkdir()
+    for name in ('config.py', 'detection_model.pth'):
+        shutil.copyfile(official_dir / 'detection' / name, tmp_path / 'mine' / name)
+    monkeypatch.chdir(tmp_path)
+    mine = {'type': 'ssdlite', 'config_file': 'mine/config.py', 'checkpoint': 'mine/detection_model.pth'}
+    assert pipeline(TASK, model=str(official_dir), detector=mine).score_threshold == pytest.approx(0.5)
+    theirs = {'type': 'ssdlite', 'config_file': 'detection/config.py', 'checkpoint': 'detection/detection_model.pth'}
+    with pytest.raises(md.ModelDirError, match='the detector argument.*does not exist'):
+        pipeline(TASK, model=str(official_dir), detector=theirs)
+    with pytest.raises(TypeError, match='detector= must be a HandDetector'):
+        pipeline(TASK, model=str(official_dir), detector=3)

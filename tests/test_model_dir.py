@@ -240,12 +240,25 @@ def test_convert_never_overwrites_silently(official_dir, tmp_path):
         modelscope_handkp.convert_model_dir(official_dir, tmp_path / 'afile')
     with pytest.raises(md.ModelDirError, match='same folder'):
         modelscope_handkp.convert_model_dir(official_dir, official_dir)
+    lookalike = tmp_path / '.dst.replaced'  # a folder of the user's with the name a backup could have
+    lookalike.mkdir()
+    (lookalike / 'keep.txt').write_text('user file')
     out = Path(modelscope_handkp.convert_model_dir(official_dir, dst, overwrite=True))
     assert not (out / 'mine.txt').exists() and (out / 'pytorch_model.pt').is_file()
+    assert (lookalike / 'keep.txt').read_text() == 'user file'
     empty = tmp_path / 'empty'
     empty.mkdir()
     assert (Path(modelscope_handkp.convert_model_dir(official_dir, empty)) / 'configuration.json').is_file()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith('.')]  # no temporary folders left
+    # no temporary folders left
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith('.')] == ['.dst.replaced']
+
+
+def test_convert_keeps_the_model_card(official_dir, tmp_path):
+    src = tmp_path / 'src'
+    shutil.copytree(official_dir, src)
+    (src / 'README.md').write_text('# Model card\nlicence: Apache-2.0\n')
+    out = Path(modelscope_handkp.convert_model_dir(src, tmp_path / 'out'))
+    assert (out / 'README.md').read_text() == '# Model card\nlicence: Apache-2.0\n'
 
 
 def test_failed_conversion_leaves_nothing(official_dir, tmp_path):

@@ -115,7 +115,8 @@ def as_detections(boxes) -> Detections:
     if not np.isfinite(arr).all():
         raise ValueError('boxes contain NaN or infinite values; pass finite pixel coordinates '
                          '[x1, y1, x2, y2].')
-    bad = (arr[:, 2] <= arr[:, 0]) | (arr[:, 3] <= arr[:, 1])
+    a32 = arr.astype(np.float32)  # the boxes are used in float32: a size that rounds to 0 there is 0
+    bad = (a32[:, 2] <= a32[:, 0]) | (a32[:, 3] <= a32[:, 1])
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(
