@@ -50,6 +50,8 @@ from pathlib import Path
 
 PROG = 'modelscope-handkp'
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
+#: extensions a drawing keeps (OpenCV can encode them); any other input extension gives a .jpg drawing
+WRITABLE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 DEFAULT_OUT = 'handkp_out'
 PREDICTIONS_FILE = 'predictions.jsonl'
 DETECTOR_CHOICES = ('auto', 'ssdlite', 'palm', 'whole-image')
@@ -59,6 +61,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 _GLOB_CHARS = re.compile(r'[*?\[]')
+_DEVICE = re.compile(r'^(cpu|gpu|cuda)(:\d+)?$')
 _HUB_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')
 
 
@@ -165,15 +168,52 @@ def _inside(path: str, folder: str | None) -> bool:
         return False
 
 
-def _folder_images(folder: str, exclude: str | None) -> list[tuple[str, str]]:
+def _folder_images(folder: str, exclude: str | None) -> tuple[list[tuple[str, str]], int]:
+    """(image path, path relative to ``folder``) of the images in ``folder``, and how many were skipped
+    because they lie inside ``exclude`` (the output folder: earlier drawings)."""
     found = []
+    skipped = 0
     for root, dirs, files in os.walk(folder, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not d.startswith('.') and not _inside(os.path.join(root, d), exclude))
         for name in sorted(files):
             if _is_image_file(name) and not name.startswith('.'):
                 full = os.path.join(root, name)
+                if _inside(full, exclude):
+                    skipped += 1
+                    continue
                 found.append((full, os.path.relpath(full, folder)))
-    return found
+    return found, skipped
+
+
+def output_name(rel: str) -> str:
+    """The drawing's name for an input named ``rel``: its extension when OpenCV can write it, else ``.jpg``."""
+    stem, ext = os.path.splitext(rel)
+    return rel if ext.lower() in WRITABLE_EXTENSIONS else stem + '.jpg'
+
+
+def _unique_names(rels: list[str]) -> list[str]:
+    """Output names for ``rels`` (normalised, writable extension), numbered ``stem_N.ext`` where names repeat.
+
+    The first input of a name keeps it; a later one gets the smallest ``N >= 2`` whose name is neither
+    another input's plain name nor already given, so no two inputs ever share a drawing.
+    """
+    plain = [output_name(os.path.normpath(r)) for r in rels]
+    taken = {os.path.normcase(n) for n in plain}
+    given: set[str] = set()
+    out = []
+    for name in plain:
+        key = os.path.normcase(name)
+        if key in given:
+            stem, ext = os.path.splitext(name)
+            n = 2
+            while os.path.normcase(f'{stem}_{n}{ext}') in taken:
+                n += 1
+            name = f'{stem}_{n}{ext}'
+            key = os.path.normcase(name)
+            taken.add(key)
+        given.add(key)
+        out.append(name)
+    return out
 
 
 def collect_inputs(items: list[str], exclude_dir: str | None = None) -> tuple[list[InputImage], list[str]]:
@@ -181,30 +221,29 @@ def collect_inputs(items: list[str], exclude_dir: str | None = None) -> tuple[li
 
     Explicit file paths are kept whatever their extension (a wrong file gives a clear read error
     later); folders and glob matches contribute files with an image extension
-    (jpg/jpeg/png/bmp/webp).  Files under ``exclude_dir`` (the output folder) are skipped in folders.
+    (jpg/jpeg/png/bmp/webp).  Files under ``exclude_dir`` (the output folder, i.e. earlier drawings) are
+    skipped in folders and glob matches.  ``rel`` (the drawing's name) is unique: repeated names are
+    numbered (``a_2.jpg``), and an extension OpenCV cannot write becomes ``.jpg``.
     """
-    out: list[InputImage] = []
+    found: list[tuple[str, str]] = []
     errors: list[str] = []
     seen: set[str] = set()
-    used_names: dict[str, int] = {}
 
     def add(path: str, rel: str):
         key = os.path.realpath(path)
         if key in seen:
             return
         seen.add(key)
-        rel = os.path.normpath(rel)
-        if rel in used_names:  # two inputs with the same output name: number the later ones
-            used_names[rel] += 1
-            stem, ext = os.path.splitext(rel)
-            rel = f'{stem}_{used_names[rel]}{ext}'
-        used_names.setdefault(rel, 1)
-        out.append(InputImage(path, rel))
+        found.append((path, rel))
 
     for item in items:
         if os.path.isdir(item):
-            images = _folder_images(item, exclude_dir)
-            if not images:
+            images, skipped = _folder_images(item, exclude_dir)
+            if not images and skipped:
+                errors.append(f'{item}: all {skipped} images of this folder are inside the output folder '
+                              f'{exclude_dir} (earlier drawings are skipped); pass the folder of the input images, '
+                              'or another --out.')
+            elif not images:
                 errors.append(f'{item}: folder has no images ({"/".join(e[1:] for e in IMAGE_EXTENSIONS)}).')
             for full, rel in images:
                 add(full, rel)
@@ -215,18 +254,26 @@ def collect_inputs(items: list[str], exclude_dir: str | None = None) -> tuple[li
             if not matches:
                 errors.append(f'{item}: no file matches this pattern.')
                 continue
-            n0 = len(out)
+            n0 = len(found)
+            skipped = 0
             for m in matches:
-                if os.path.isdir(m):
-                    for full, rel in _folder_images(m, exclude_dir):
+                if _inside(m, exclude_dir):
+                    skipped += int(os.path.isdir(m) or _is_image_file(m))
+                elif os.path.isdir(m):
+                    images, n_skipped = _folder_images(m, exclude_dir)
+                    skipped += n_skipped
+                    for full, rel in images:
                         add(full, os.path.join(os.path.basename(os.path.normpath(m)), rel))
                 elif _is_image_file(m):
                     add(m, os.path.basename(m))
-            if len(out) == n0:
-                errors.append(f'{item}: the pattern matches no image files ({", ".join(IMAGE_EXTENSIONS)}).')
+            if len(found) == n0:
+                why = (f'; {skipped} match(es) skipped: inside the output folder {exclude_dir} (earlier drawings)'
+                       if skipped else '')
+                errors.append(f'{item}: the pattern matches no image files ({", ".join(IMAGE_EXTENSIONS)}){why}.')
         else:
             errors.append(f'{item}: no such file or folder.')
-    return out, errors
+    names = _unique_names([rel for _, rel in found])
+    return [InputImage(path, rel) for (path, _), rel in zip(found, names)], errors
 
 
 # ============================================================================== predict: --boxes
@@ -330,9 +377,28 @@ def _drawer():
     return draw_hands
 
 
+def _finish_jsonl(tmp: str, final: str, written: int, overwrite: bool) -> None:
+    """Move the temporary JSON lines file ``tmp`` to ``final`` (removed instead when it holds no line)."""
+    if written == 0:
+        os.remove(tmp)
+        if os.path.exists(final):
+            _warn(f'no results to write: {final} (from an earlier run) is left as it was.')
+        return
+    if not overwrite and os.path.exists(final):  # appeared while we worked: keep it
+        raise CLIError(f'{final} was created by someone else while predicting; it is kept and this run\'s '
+                       f'results are in {tmp} (pass --overwrite to replace it).')
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; the results get a plain file's permissions
+    os.replace(tmp, final)
+
+
 def _write_image(path: str, image_rgb, overwrite: bool) -> None:
     import cv2
-    ext = os.path.splitext(path)[1].lower() or '.jpg'
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in WRITABLE_EXTENSIONS:
+        raise OSError(f'cannot write {path}: OpenCV does not write {ext or "extension-less"} images; '
+                      f'use one of {", ".join(WRITABLE_EXTENSIONS)}')
     bgr = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
     ok, buf = cv2.imencode(ext, bgr)
     if not ok:
@@ -404,12 +470,25 @@ def build_pipeline(model_dir: str, detector=None, flip_test: bool | None = None,
     return pipeline(Tasks.hand_2d_keypoints, model=model_dir, **kwargs)
 
 
+def check_device(device: str | None) -> str | None:
+    """``--device`` (lower-cased) when it is ``cpu``, ``gpu``, ``cuda``, ``gpu:N`` or ``cuda:N``, else UsageError."""
+    if device is None:
+        return None
+    value = device.strip().lower()
+    if not _DEVICE.match(value) or value.startswith('cpu:'):
+        raise UsageError(f'--device {device!r}: not a device; pass cpu, gpu (or cuda) for the first GPU, or gpu:N '
+                         '(cuda:N) for GPU number N.')
+    return value
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text if text else type(e).__name__
 
 
 def cmd_predict(args) -> int:
+    import cv2
+
     from .preprocessor import ImageReadError, read_image_file
 
     if args.score_thr is not None and not (0.0 <= args.score_thr <= 1.0):
@@ -447,10 +526,13 @@ def cmd_predict(args) -> int:
                           score_threshold=args.score_thr, device=args.device)
 
     failed = len(input_errors)
-    jsonl = None
+    jsonl = jsonl_tmp = None
+    written = 0
     if jsonl_path is not None:
+        # a hidden temporary file, moved into place at the end: a run without results leaves none behind
         os.makedirs(out_dir, exist_ok=True)
-        jsonl = open(jsonl_path, 'w' if args.overwrite else 'x', encoding='utf-8')
+        fd, jsonl_tmp = tempfile.mkstemp(prefix=f'.{PREDICTIONS_FILE}.', suffix='.partial', dir=out_dir)
+        jsonl = open(fd, 'w', encoding='utf-8')
     progress = _Progress(len(images), enabled=not args.no_progress)
     try:
         for i, im in enumerate(images):
@@ -458,14 +540,15 @@ def cmd_predict(args) -> int:
                 rgb = read_image_file(im.path)
                 result = pipe(rgb, boxes=boxes[i]) if i in boxes else pipe(rgb)
                 record = result_record(im.path, rgb.shape[1], rgb.shape[0], result)
+                if draw is not None:  # before the JSON line: a failed drawing is a failed image
+                    _write_image(os.path.join(out_dir, im.rel), draw(rgb, result), args.overwrite)
                 line = json.dumps(record)
                 print(line, flush=True)
                 if jsonl is not None:
                     jsonl.write(line + '\n')
                     jsonl.flush()
-                if draw is not None:
-                    _write_image(os.path.join(out_dir, im.rel), draw(rgb, result), args.overwrite)
-            except (ImageReadError, OSError, ValueError) as e:
+                    written += 1
+            except (ImageReadError, OSError, ValueError, cv2.error) as e:
                 failed += 1
                 progress.write(f'{PROG}: error: {im.path}: {_first_line(e)}')
                 if args.debug:
@@ -475,6 +558,7 @@ def cmd_predict(args) -> int:
         progress.close()
         if jsonl is not None:
             jsonl.close()
+            _finish_jsonl(jsonl_tmp, jsonl_path, written, args.overwrite)
     done = len(images) - (failed - len(input_errors))
     where = f'; results in {out_dir}' if out_dir is not None else ''
     _info(f'{done} of {len(images) + len(input_errors)} inputs processed{where}.')
@@ -486,23 +570,31 @@ def cmd_predict(args) -> int:
 
 # ============================================================================== video
 def _video_source(text: str):
-    return int(text) if re.fullmatch(r'\d+', text) else text
+    """A camera index for an all-digit ``text`` -- unless a file of that name exists, which is preferred."""
+    return int(text) if re.fullmatch(r'\d+', text) and not os.path.exists(text) else text
 
 
 def cmd_video(args) -> int:
     from . import video as video_mod
 
+    if args.score_thr is not None and not (0.0 <= args.score_thr <= 1.0):
+        raise UsageError(f'--score-thr must be in [0, 1], got {args.score_thr}.')
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UsageError(f'--max-frames must be >= 1, got {args.max_frames}.')
     source = _video_source(args.input)
     if isinstance(source, str) and not os.path.exists(source) and '://' not in source:
         raise CLIError(f'{source}: no such video file; pass a video file, a stream URL or a camera index (0, 1, ...).')
-    if args.max_frames is not None and args.max_frames < 1:
-        raise UsageError(f'--max-frames must be >= 1, got {args.max_frames}.')
+    for p in (args.out, args.jsonl):  # what --overwrite cannot help with first
+        if p is None:
+            continue
+        if isinstance(source, str) and os.path.exists(source) and os.path.realpath(p) == os.path.realpath(source):
+            raise UsageError(f'{p} is the input video; pass another output path.')
+        if os.path.isdir(p):
+            raise UsageError(f'{p} is a folder; give the path of the file to write '
+                             f'(e.g. {os.path.join(p, "out.mp4")}).')
     for p in (args.out, args.jsonl):
         if p is not None and os.path.exists(p) and not args.overwrite:
             raise CLIError(f'{p} already exists; pass --overwrite to replace it, or another path.')
-        if p is not None and isinstance(source, str) and os.path.exists(source) and \
-                os.path.realpath(p) == os.path.realpath(source):
-            raise UsageError(f'{p} is the input video; pass another output path.')
     video_mod.check_outputs(source, args.out, args.jsonl, args.overwrite)  # before the (slow) model loading
     model_dir = resolve_model(args.model)
     detector = _detector_arg(args.detector, model_dir, boxes_for_all=False)
@@ -588,23 +680,71 @@ def _build_trainer(default_args: dict):
     return build_trainer(Trainers.easycv, default_args=default_args)
 
 
-def cmd_train(args) -> int:
+def _scaled_lr_steps(model_dir: str, epochs: int) -> tuple[list[int] | int, list[int] | int] | None:
+    """(old, new) ``train.lr_scheduler.step`` of ``model_dir``'s step schedule rescaled from its
+    ``train.max_epochs`` to ``epochs`` (None: nothing to rescale).  Epoch lists stay increasing and
+    below ``epochs`` (steps that do not fit are dropped); an interval stays >= 1."""
+    from .model_dir import CONFIG_FILE, decode_jsonplus
+    try:
+        with open(os.path.join(model_dir, CONFIG_FILE), encoding='utf-8') as f:
+            train = decode_jsonplus(json.load(f)).get('train') or {}
+        old_max = int(train['max_epochs'])
+        lr = train.get('lr_scheduler') or {}
+        step = lr['step']
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # no such schedule (the trainer reports a broken configuration itself)
+    if str(lr.get('policy', '')).lower() != 'step' or old_max < 1 or old_max == epochs:
+        return None
+    if isinstance(step, (int, float)) and not isinstance(step, bool):
+        return int(step), max(1, int(step * epochs / old_max + 0.5))
+    if not isinstance(step, (list, tuple)):
+        return None
+    new: list[int] = []
+    for s in step:
+        e = max(1, int(float(s) * epochs / old_max + 0.5))
+        if new and e <= new[-1]:
+            e = new[-1] + 1
+        if e >= epochs:
+            break
+        new.append(e)
+    return [int(s) for s in step], new
+
+
+def train_cfg_options(args, model_dir: str) -> dict:
+    """The ``cfg_options`` of ``train``: --epochs, --batch-size, --workers, --cfg-options, and the LR step
+    epochs of ``model_dir``'s schedule rescaled to --epochs (unless --cfg-options sets them)."""
     opts = {}
     if args.epochs is not None:
-        if args.epochs < 1:
-            raise UsageError(f'--epochs must be >= 1, got {args.epochs}.')
         opts['train.max_epochs'] = args.epochs
     if args.batch_size is not None:
-        if args.batch_size < 1:
-            raise UsageError(f'--batch-size must be >= 1, got {args.batch_size}.')
         opts['train.dataloader.batch_size_per_gpu'] = args.batch_size
     if args.workers is not None:
         opts['train.dataloader.workers_per_gpu'] = args.workers
         opts['evaluation.dataloader.workers_per_gpu'] = args.workers
-    opts.update(parse_cfg_options(args.cfg_options))
+    user = parse_cfg_options(args.cfg_options)
+    opts.update(user)
+    own_steps = any(k in ('train', 'train.lr_scheduler') or k.startswith('train.lr_scheduler.') for k in user)
+    if args.epochs is not None and not own_steps and 'train.max_epochs' not in user:
+        scaled = _scaled_lr_steps(model_dir, args.epochs)
+        if scaled is not None:
+            old, new = scaled
+            opts['train.lr_scheduler.step'] = new
+            _info(f'--epochs {args.epochs}: the learning-rate step epochs {old} of {model_dir} are rescaled to '
+                  f'{new} for {args.epochs} epochs (pass --cfg-options train.lr_scheduler.step=[...] to choose '
+                  'them).')
+    return opts
+
+
+def cmd_train(args) -> int:
+    if args.epochs is not None and args.epochs < 1:
+        raise UsageError(f'--epochs must be >= 1, got {args.epochs}.')
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UsageError(f'--batch-size must be >= 1, got {args.batch_size}.')
+    parse_cfg_options(args.cfg_options)  # bad arguments first
     if args.resume and args.overwrite:
         raise UsageError('--resume and --overwrite exclude each other.')
     model_dir = resolve_model(args.model)
+    opts = train_cfg_options(args, model_dir)
     train_ds = _dataset_arg(args.data, args.train_split, args.img_prefix)
     if args.val is not None:
         val_ds = _dataset_arg(args.val, args.val_split, args.img_prefix)
@@ -727,7 +867,8 @@ def _add_model(p, required=False, help_extra=''):
 
 
 def _add_device(p):
-    p.add_argument('--device', default=None, help="'cpu', 'gpu' or 'cuda:N' (default: a GPU when available)")
+    p.add_argument('--device', default=None,
+                   help="'cpu', 'gpu' (or 'cuda'), or 'gpu:N' / 'cuda:N' (default: a GPU when available)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -774,7 +915,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('video', parents=[common], help='keypoints in a video or camera stream, tracked and smoothed',
                        description='Per-frame hand keypoints, hands tracked across frames, one-euro smoothing; '
                                    'writes an annotated video (and JSON lines with --jsonl).')
-    p.add_argument('input', metavar='INPUT|CAMERA_INDEX', help='video file, stream URL, or camera index (0, 1, ...)')
+    p.add_argument('input', metavar='INPUT|CAMERA_INDEX',
+                   help='video file, stream URL, or camera index (0, 1, ...); a number is a camera index unless a '
+                        'file of that name exists, which is read instead')
     p.add_argument('--out', required=True, metavar='FILE', help='annotated output video (.mp4, .avi)')
     p.add_argument('--jsonl', default=None, metavar='FILE', help='per-frame results as JSON lines')
     _add_model(p, help_extra=default_model)
@@ -896,6 +1039,8 @@ def main(argv: list[str] | None = None) -> int:
     args.verbose = bool(getattr(args, 'verbose', False))
     _quiet_modelscope(args.verbose or args.command == 'train')
     try:
+        if hasattr(args, 'device'):
+            args.device = check_device(args.device)  # before any (slow) model loading
         return int(args.func(args))
     except KeyboardInterrupt:
         _err('interrupted.')

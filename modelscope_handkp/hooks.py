@@ -130,9 +130,20 @@ class EasyCVLrScheduler(_TorchLRScheduler):
         self.warmup = warmup
         self.warmup_ratio = float(warmup_ratio)
         self.warmup_iters = int(warmup_iters) * (self.iters_per_epoch if warmup_by_epoch else 1) if warmup else 0
+        # where a resumed run started (epochs, iterations done): the epoch of a later iteration counts from
+        # there with THIS run's iterations per epoch (another batch size or number of processes)
+        self.resumed_epochs = 0
+        self.resumed_iters = 0
         super().__init__(optimizer, last_epoch)
 
+    def resume_at(self, epochs_done: int, iters_done: int) -> None:
+        """Count epochs from a resumed run's position (see ``resumed_epochs``)."""
+        self.resumed_epochs = int(epochs_done)
+        self.resumed_iters = int(iters_done)
+
     def regular_lr(self, base_lr: float, iteration: int) -> float:
+        # iterations in units of this run's epochs
+        iteration = self.resumed_epochs * self.iters_per_epoch + (iteration - self.resumed_iters)
         epoch = iteration // self.iters_per_epoch
         progress = epoch if self.by_epoch else iteration
         max_progress = (self.max_epochs if self.by_epoch else (self.max_epochs or 0) * self.iters_per_epoch)
@@ -239,6 +250,9 @@ def restore_rng_state(state: dict) -> None:
 
 
 # ------------------------------------------------------------------------------------------- checkpoints
+_BETTER = {'PCK': 'max', 'AUC': 'max', 'EPE': 'min', 'NME': 'min'}  # which way each metric improves
+
+
 class HandCheckpointHook(Hook):
     """Latest (every ``interval`` epochs and the last one) and best (by ``metric_key``) checkpoints.
 
@@ -266,6 +280,13 @@ class HandCheckpointHook(Hook):
             raise ValueError(f'HandCheckpointHook got unsupported options {sorted(kwargs)}')
         if rule not in ('max', 'min'):
             raise ValueError(f"rule must be 'max' or 'min', got {rule!r}")
+        from .evaluation import SUPPORTED_METRIC_NAMES
+        if save_best and metric_key not in SUPPORTED_METRIC_NAMES:
+            raise ValueError(f'best-checkpoint metric_key {metric_key!r} is not a hand keypoint metric; choose one '
+                             f'of {SUPPORTED_METRIC_NAMES} (PCK/AUC: higher is better, EPE/NME: lower).')
+        if save_best and rule != _BETTER.get(metric_key, rule):
+            raise ValueError(f"best-checkpoint metric_key {metric_key!r} with rule {rule!r} would keep the worst "
+                             f"model; use rule {_BETTER[metric_key]!r}.")
         self.interval = max(1, int(interval or 1))
         self.save_last = save_last
         self.metric_key = metric_key
@@ -294,6 +315,9 @@ class HandCheckpointHook(Hook):
         evaluated = any(isinstance(h, EvaluationHook) and h.last_eval_tag == ('epoch', trainer.epoch)
                         for h in trainer.hooks)
         metrics = trainer.metric_values if evaluated else None
+        if self.save_best and metrics and self.metric_key not in metrics:
+            raise ValueError(f'best-checkpoint metric {self.metric_key!r} is not among the evaluated metrics '
+                             f'{sorted(metrics)}; add it to the evaluator\'s metric_names or choose one of these.')
         new_best = bool(self.save_best and metrics and self._better(metrics.get(self.metric_key)))
         if new_best:
             self.best_metric = float(metrics[self.metric_key])

@@ -147,7 +147,8 @@ class HandKeypointsPipeline(Pipeline):
             else:
                 det_where = where
             self.detector = build_detector(det_spec, det_where)
-        self.score_threshold = float(det_spec.score_threshold if score_threshold is None else score_threshold)
+        self.score_threshold = float(det_spec.score_threshold if score_threshold is None else
+                                     _check_threshold(score_threshold))
         self.flip_test = self.model.flip_test if flip_test is None else bool(flip_test)
         self.max_batch = max(1, int(max_batch))
         self.min_keypoint_score = None if min_keypoint_score is None else _check_threshold(

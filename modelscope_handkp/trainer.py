@@ -187,6 +187,46 @@ def find_hand_net(model: torch.nn.Module) -> TopDownHandModel:
                     'modelscope_handkp trains hand keypoint models only.')
 
 
+_MODEL_DIR_FILES = ('configuration.json', 'pytorch_model.pt', 'detection')
+TRAINED_BY = 'modelscope_handkp easycv trainer'
+
+
+def _foreign_entries(path: str) -> list[str]:
+    """Entries of a work_dir model folder (``output/``, ``output_best/``) that a previous run of this
+    trainer did not write (empty for plain files, which have this trainer's own names)."""
+    if not os.path.isdir(path):
+        return []
+    foreign = sorted(e for e in os.listdir(path) if e not in _MODEL_DIR_FILES)
+    weights = os.path.join(path, 'pytorch_model.pt')
+    if not foreign and os.path.isfile(weights):
+        try:
+            meta = torch.load(weights, map_location='cpu', weights_only=True).get('meta') or {}
+        except Exception:  # noqa: BLE001 - unreadable: not ours to judge, keep it
+            meta = {}
+        if meta.get('trained_by') != TRAINED_BY:
+            foreign = ['pytorch_model.pt (not written by this trainer)']
+    return foreign
+
+
+def _hook_keys(hooks):
+    """(key, hook) pairs: the key is the hook's class name and its occurrence among hooks of that class
+    (``HandCheckpointHook#0``), so a state survives a hook list that differs (another number of
+    processes adds a hook)."""
+    seen: dict[str, int] = {}
+    for hook in hooks:
+        name = type(hook).__name__
+        yield f'{name}#{seen.get(name, 0)}', hook
+        seen[name] = seen.get(name, 0) + 1
+
+
+def _legacy_hook_state(saved: Mapping, key: str):
+    """The state of hook ``key`` in a training state of version 1 (keys ``Name-<position>``)."""
+    name, occurrence = key.rsplit('#', 1)
+    old = sorted((int(k.rsplit('-', 1)[1]), v) for k, v in saved.items()
+                 if k.rsplit('-', 1)[0] == name and k.rsplit('-', 1)[-1].isdigit())
+    return old[int(occurrence)][1] if int(occurrence) < len(old) else None
+
+
 def strip_run_folders(train_cfg) -> None:
     """Remove the folders of the run that wrote a configuration (``work_dir``, ModelScope's
     ``checkpoint.*.save_dir`` and ``logging.out_dir``) from its ``train`` section, in place: a model
@@ -372,6 +412,8 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
         cfg.pop('shuffle', None)
         cfg.pop('dist', None)
         drop_last = bool(cfg.pop('drop_last', False))
+        if drop_last and not shuffle:  # evaluation: every sample counts (a train-loader setting must not drop any)
+            drop_last = False
         persistent = bool(cfg.pop('persistent_workers', False)) and workers > 0
         pin = bool(cfg.pop('pin_memory', torch.cuda.is_available() and self.device.type == 'cuda'))
         sampler = self._sampler(dataset, shuffle)
@@ -424,6 +466,9 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
             cfgs.append(h)
         if best is not None:
             self._handkp_best_cfg = {k: best[k] for k in ('metric_key', 'rule', 'save_best') if k in best}
+            if best.get('restore_best'):
+                self.logger.warning('train.checkpoint.best.restore_best is not supported: the trainer keeps the last '
+                                    'weights; the best ones are in work_dir/output_best/ (load that directory).')
         init_stage = not any(getattr(hk, '_handkp_internal', False) for hk in self.hooks)
         if init_stage:  # the trainer's own hook list (not the optimizer/lr hooks added by train())
             types = {c['type'] for c in cfgs}
@@ -517,6 +562,13 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
             raise FileExistsError(
                 f'work_dir {self.work_dir!r} already holds a training run ({names}). Pass resume=True to continue '
                 'it, overwrite=True to replace it, or choose another work_dir.')
+        if found and overwrite and not resume:
+            for p in found:
+                foreign = _foreign_entries(p)
+                if foreign:
+                    raise FileExistsError(
+                        f'overwrite=True would delete {p}, but it holds {foreign} that this trainer did not write; '
+                        'move those files (or the folder) elsewhere, or choose another work_dir.')
         if found and overwrite and not resume and is_master():
             for p in found:
                 shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
@@ -527,9 +579,9 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
     def training_state(self) -> dict:
         """Everything needed to continue training (loadable with ``torch.load(weights_only=True)``)."""
         hooks = {}
-        for i, hook in enumerate(self.hooks):
+        for key, hook in _hook_keys(self.hooks):
             if hasattr(hook, 'state_dict') and type(hook).__module__.startswith('modelscope_handkp'):
-                hooks[f'{type(hook).__name__}-{i}'] = hook.state_dict()
+                hooks[key] = hook.state_dict()
         world = dist.get_world_size() if self._dist else 1
         return {
             'format': STATE_FORMAT,
@@ -574,16 +626,20 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
             if iters is not None and iters != self.lr_scheduler.iters_per_epoch:
                 self.logger.warning(f'iterations per epoch changed since the checkpoint '
                                     f'({self.lr_scheduler.iters_per_epoch} -> {iters}): batch size, dataset or '
-                                    'number of processes differ.')
+                                    'number of processes differ; the schedule goes on from epoch '
+                                    f'{int(state["epoch"])}.')
                 self.lr_scheduler.iters_per_epoch = iters
+            if hasattr(self.lr_scheduler, 'resume_at'):
+                self.lr_scheduler.resume_at(int(state['epoch']), int(state['iter']))
         self._epoch = int(state['epoch'])
         self._iter = int(state['iter'])
         self._inner_iter = 0
-        saved = state.get('hooks') or {}
-        for i, hook in enumerate(self.hooks):
-            key = f'{type(hook).__name__}-{i}'
-            if key in saved and hasattr(hook, 'load_state_dict'):
-                hook.load_state_dict(saved[key])
+        saved = dict(state.get('hooks') or {})
+        for key, hook in _hook_keys(self.hooks):
+            if hasattr(hook, 'load_state_dict'):
+                hook_state = saved.get(key, _legacy_hook_state(saved, key))
+                if hook_state is not None:
+                    hook.load_state_dict(hook_state)
         world = dist.get_world_size() if self._dist else 1
         if state.get('world_size', 1) != world:
             self.logger.warning(f'resuming a run of {state.get("world_size")} processes with {world}.')
@@ -642,7 +698,7 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
                 os.replace(target + '.tmp', target)
         atomic_write_text(os.path.join(dst, 'configuration.json'), json.dumps(export, indent=2) + '\n')
         sd = {k: v.detach().cpu().clone() for k, v in self.hand_net.state_dict().items()}
-        info = {'trained_by': 'modelscope_handkp easycv trainer', **_plain(dict(meta or {}))}
+        info = {'trained_by': TRAINED_BY, **_plain(dict(meta or {}))}
         atomic_torch_save({'state_dict': sd, 'meta': info}, os.path.join(dst, 'pytorch_model.pt'))
         return dst
 

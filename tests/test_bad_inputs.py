@@ -375,3 +375,9 @@ def test_detector_argument(official_dir, tmp_path, monkeypatch):
         pipeline(TASK, model=str(official_dir), detector=theirs)
     with pytest.raises(TypeError, match='detector= must be a HandDetector'):
         pipeline(TASK, model=str(official_dir), detector=3)
+
+
+def test_constructor_score_threshold_is_checked(tiny_dir):
+    with pytest.raises(ValueError, match=r'score_threshold must be a number in \[0, 1\], got 5'):
+        pipeline(TASK, model=str(tiny_dir), score_threshold=5)
+    assert pipeline(TASK, model=str(tiny_dir), score_threshold=0.25).score_threshold == 0.25

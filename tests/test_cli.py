@@ -261,6 +261,199 @@ def test_predict_unreadable_inputs_continue_and_exit_1(tiny_dir, images, tmp_pat
     assert sorted(os.listdir(tmp_path / 'out')) == ['good.jpg', 'predictions.jsonl']
 
 
+def _image(path: Path, w: int, h: int, seed: int = 0) -> Path:
+    """A random BGR picture of ``w`` x ``h`` px written as JPEG bytes to ``path`` (whatever its extension)."""
+    img = np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(cv2.imencode('.jpg', img)[1].tobytes())
+    return path
+
+
+def _size(path: Path):
+    img = cv2.imread(str(path))
+    return img.shape[1], img.shape[0]
+
+
+def test_predict_repeated_names_never_share_a_drawing(tiny_dir, tmp_path, capsys):
+    imgs = tmp_path / 'imgs'
+    inputs = [_image(imgs / 'a_2.jpg', 40, 30), _image(imgs / 'd1' / 'a.jpg', 50, 30),
+              _image(imgs / 'd2' / 'a.jpg', 60, 30)]
+    found, errors = cli.collect_inputs([str(p) for p in inputs])
+    assert errors == [] and [im.rel for im in found] == ['a_2.jpg', 'a.jpg', 'a_3.jpg']
+    out = tmp_path / 'o1'
+    args = ['predict', *inputs, '--model', tiny_dir, '--out', out, '--detector', 'whole-image', '--no-flip']
+    for extra in ([], ['--overwrite']):
+        code, lines, err = run(args + extra, capsys)
+        assert code == 0 and [r['image'] for r in lines] == [str(p) for p in inputs], err
+        # each input has its own drawing (of its own size)
+        assert {n: _size(out / n) for n in ('a_2.jpg', 'a.jpg', 'a_3.jpg')} == {
+            'a_2.jpg': (40, 30), 'a.jpg': (50, 30), 'a_3.jpg': (60, 30)}
+        assert sorted(os.listdir(out)) == ['a.jpg', 'a_2.jpg', 'a_3.jpg', 'predictions.jsonl']
+    # a drawing that cannot be written: the image failed, and its JSON line is not written as a success
+    (out / 'a.jpg').unlink()
+    (out / 'a.jpg').mkdir()
+    code, lines, err = run(args + ['--overwrite'], capsys)
+    assert code == 1 and f'{inputs[1]}: ' in err and '1 input(s) failed' in err
+    assert [r['image'] for r in lines] == [str(inputs[0]), str(inputs[2])]
+    saved = [json.loads(line)['image'] for line in (out / 'predictions.jsonl').read_text().splitlines()]
+    assert saved == [str(inputs[0]), str(inputs[2])]
+
+
+def test_predict_input_extension_opencv_cannot_write(tiny_dir, tmp_path, capsys, monkeypatch):
+    src = tmp_path / 'in'
+    inputs = [_image(src / 'photo.jfif', 40, 30), _image(src / 'photo.jpg', 50, 30), _image(src / 'scan', 60, 30),
+              _image(src / 'pic.PNG', 70, 30)]
+    out = tmp_path / 'out'
+    code, lines, err = run(['predict', *inputs, '--model', tiny_dir, '--out', out, '--detector', 'whole-image',
+                            '--no-flip'], capsys)
+    assert code == 0 and len(lines) == 4, err
+    assert sorted(os.listdir(out)) == ['photo.jpg', 'photo_2.jpg', 'pic.PNG', 'predictions.jsonl', 'scan.jpg']
+    assert [_size(out / n) for n in ('photo.jpg', 'photo_2.jpg', 'scan.jpg', 'pic.PNG')] == [
+        (40, 30), (50, 30), (60, 30), (70, 30)]
+    # an OpenCV error while drawing one image fails that image only
+    import modelscope_handkp.draw as draw_mod
+    real = draw_mod.draw_hands
+
+    def draw_hands(image, result, **kw):
+        if image.shape[1] == 50:
+            raise cv2.error('OpenCV(4) bad drawing')
+        return real(image, result, **kw)
+
+    monkeypatch.setattr(draw_mod, 'draw_hands', draw_hands)
+    code, lines, err = run(['predict', *inputs, '--model', tiny_dir, '--out', tmp_path / 'out2', '--detector',
+                            'whole-image', '--no-flip'], capsys)
+    assert code == 1 and len(lines) == 3 and f'{inputs[1]}: OpenCV(4) bad drawing' in err
+    assert '1 input(s) failed' in err and 'Traceback' not in err
+
+
+def test_predict_globs_skip_the_output_folder(tiny_dir, images, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for i, name in enumerate(('a.jpg', 'b.jpg')):
+        shutil.copy(images[i], tmp_path / name)
+    args = ['predict', '*', '--model', tiny_dir, '--detector', 'whole-image', '--no-flip', '--overwrite']
+    for _ in range(2):  # the second run must not pick up the drawings of the first (in ./handkp_out)
+        code, lines, err = run(args, capsys)
+        assert code == 0 and [r['image'] for r in lines] == ['a.jpg', 'b.jpg'], err
+    assert sorted(os.listdir('handkp_out')) == ['a.jpg', 'b.jpg', 'predictions.jsonl']
+    args = ['predict', 'imgs/**/*.jpg', '--out', 'imgs/out', '--model', tiny_dir, '--detector', 'whole-image',
+            '--no-flip', '--overwrite']
+    os.makedirs('imgs/sub')
+    shutil.copy(images[0], 'imgs/sub/c.jpg')
+    for _ in range(2):
+        code, lines, err = run(args, capsys)
+        assert code == 0 and [r['image'] for r in lines] == ['imgs/sub/c.jpg'], err
+    # only drawings match: say so
+    code, lines, err = run(['predict', 'imgs/out/*.jpg', '--out', 'imgs/out', '--model', tiny_dir], capsys)
+    assert code == 1 and lines == [] and 'inside the output folder imgs/out' in err
+
+
+def test_predict_without_results_leaves_no_predictions_file(tiny_dir, images, tmp_path, capsys):
+    bad = tmp_path / 'bad.jpg'
+    bad.write_text('not an image\n')
+    out = tmp_path / 'out'
+    args = ['--model', tiny_dir, '--out', out, '--detector', 'whole-image', '--no-flip']
+    code, lines, err = run(['predict', bad, *args], capsys)
+    assert code == 1 and lines == [] and 'not a readable image' in err
+    assert os.listdir(out) == []  # neither predictions.jsonl nor a temporary file
+    code, lines, err = run(['predict', images[0], *args], capsys)  # the next run is not blocked
+    assert code == 0 and len(lines) == 1, err
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / 'predictions.jsonl').stat().st_mode & 0o777 == 0o666 & ~umask  # a plain file, not a private temp
+    # with --overwrite and no result, an earlier predictions.jsonl is kept as it was
+    before = (out / 'predictions.jsonl').read_bytes()
+    code, lines, err = run(['predict', bad, *args, '--overwrite'], capsys)
+    assert code == 1 and 'left as it was' in err
+    assert (out / 'predictions.jsonl').read_bytes() == before
+    assert sorted(os.listdir(out)) == [os.path.basename(images[0]), 'predictions.jsonl']
+
+
+def test_bad_device_and_video_arguments_exit_2(images, tmp_path, capsys, monkeypatch):
+    missing_model = tmp_path / 'no_model'  # never reached: arguments are checked first
+    for cmd in (['predict', images[0], '--out', tmp_path / 'o'], ['video', images[0], '--out', tmp_path / 'o.avi'],
+                ['train', '--data', tmp_path, '--work-dir', tmp_path / 'w'], ['eval', '--data', tmp_path]):
+        code, _, err = run(cmd + ['--model', missing_model, '--device', 'foo'], capsys)
+        assert code == 2 and "--device 'foo': not a device" in err and 'gpu:N' in err, (cmd, err)
+    assert [cli.check_device(d) for d in ('cpu', 'GPU', 'cuda', 'cuda:1', 'gpu:0', None)] == [
+        'cpu', 'gpu', 'cuda', 'cuda:1', 'gpu:0', None]
+    for bad in ('cpu:0', 'cuda:', 'gpu:x', 'tpu', ''):
+        with pytest.raises(cli.UsageError):
+            cli.check_device(bad)
+    src = tmp_path / 'in.avi'
+    src.write_bytes(b'not checked')
+    code, _, err = run(['video', src, '--out', tmp_path / 'o.avi', '--score-thr', '5', '--model', missing_model],
+                       capsys)
+    assert code == 2 and '--score-thr must be in [0, 1], got 5.0' in err
+    # the output is the input / a folder: said so, with and without --overwrite
+    folder = tmp_path / 'folder'
+    folder.mkdir()
+    for extra in ([], ['--overwrite']):
+        code, _, err = run(['video', src, '--out', src, '--model', missing_model] + extra, capsys)
+        assert code == 2 and 'is the input video' in err and 'already exists' not in err
+        code, _, err = run(['video', src, '--out', folder, '--model', missing_model] + extra, capsys)
+        assert code == 2 and 'is a folder' in err and 'already exists' not in err
+    assert src.read_bytes() == b'not checked' and os.listdir(folder) == []
+    assert not (tmp_path / 'o').exists() and not (tmp_path / 'w').exists()
+
+
+def test_train_epochs_rescales_lr_steps(tiny_dir, tmp_path, capsys, monkeypatch):
+    calls = []
+
+    class FakeTrainer:
+        epoch = 0
+        metric_values = {}
+
+        def train(self):
+            pass
+
+    def build(default_args):
+        calls.append(default_args['cfg_options'])
+        return FakeTrainer()
+
+    monkeypatch.setattr(cli, '_build_trainer', build)  # the config the command builds, no training
+
+    def model_with(max_epochs, step):
+        d = tmp_path / f'model_{max_epochs}_{step}'
+        d.mkdir()
+        cfg = json.loads((Path(tiny_dir) / 'configuration.json').read_text())
+        cfg['train']['max_epochs'] = max_epochs
+        cfg['train']['lr_scheduler'] = {'policy': 'step', 'step': step, 'warmup': 'linear', 'warmup_iters': 10}
+        (d / 'configuration.json').write_text(json.dumps(cfg))
+        return d
+
+    def steps(model, *extra):
+        code, _, err = run(['train', '--data', tmp_path, '--work-dir', tmp_path / 'w', '--model', model, *extra],
+                           capsys)
+        assert code == 0, err
+        return calls[-1].get('train.lr_scheduler.step', 'unchanged'), err
+
+    m = model_with(8, [6])  # the starter model's schedule: the LR drops after epoch 6 of 8
+    got, err = steps(m, '--epochs', '30')
+    assert got == [23] and calls[-1]['train.max_epochs'] == 30
+    assert 'step epochs [6]' in err and 'rescaled to [23] for 30 epochs' in err
+    assert steps(m, '--epochs', '4')[0] == [3]
+    assert steps(m, '--epochs', '1')[0] == []  # no step fits in one epoch
+    assert steps(m, '--epochs', '8')[0] == 'unchanged'
+    assert steps(m)[0] == 'unchanged'
+    assert steps(m, '--epochs', '30', '--cfg-options', 'train.lr_scheduler.step=[10]')[0] == [10]
+    assert steps(m, '--epochs', '30', '--cfg-options', 'train.max_epochs=12')[0] == 'unchanged'
+    m = model_with(210, [170, 200])
+    assert steps(m, '--epochs', '20')[0] == [16, 19]
+    assert steps(m, '--epochs', '3')[0] == [2]  # increasing, below 3
+    assert steps(model_with(10, 4), '--epochs', '25')[0] == 10  # an interval
+    # the bundled starter model (the default --model)
+    from modelscope_handkp import starter_model_dir
+    try:
+        starter = starter_model_dir()
+    except FileNotFoundError:
+        return
+    cfg = json.loads((Path(starter) / 'configuration.json').read_text())['train']
+    old_max, old = cfg['max_epochs'], cfg['lr_scheduler']['step']
+    epochs = 3 * old_max + 6
+    got, err = steps(starter, '--epochs', str(epochs))
+    assert got == [int(s * epochs / old_max + 0.5) for s in old] and f'step epochs {old}' in err
+
+
 def test_model_resolution(tiny_dir, images, tmp_path, capsys, monkeypatch):
     args = ['predict', images[0], '--boxes', '[[40, 120, 160, 240]]', '--json-only', '--no-flip']
     # a missing local directory

@@ -145,6 +145,7 @@ def test_left_and_right_hands_and_validity_rules(tmp_path):
 @pytest.mark.parametrize('case, message', [
     ('missing_image', r"image file .*nothere\.png.* id=100.* does not exist"),
     ('short_kpts', r'annotations\[1\] \(id=501\): righthand_kpts must be a list of 63 numbers, got 60 values'),
+    ('long_kpts', r'annotations\[1\] \(id=501\): righthand_kpts must be a list of 63 numbers, got 66 values'),
     ('nan_kpts', r'annotations\[1\] \(id=501\): righthand_kpts holds NaN'),
     ('text_kpts', r'annotations\[1\] \(id=501\): righthand_kpts holds non-numeric'),
     ('empty_box', r'annotations\[1\] \(id=501\): righthand_box .* has no area'),
@@ -160,6 +161,8 @@ def test_malformed_entries_name_file_and_entry(tmp_path, case, message):
             d['images'][0]['file_name'] = 'nothere.png'
         elif case == 'short_kpts':
             a['righthand_kpts'] = a['righthand_kpts'][:60]
+        elif case == 'long_kpts':
+            a['righthand_kpts'] = a['righthand_kpts'] + [1.0, 2.0, 1.0]
         elif case == 'nan_kpts':
             a['righthand_kpts'][4] = float('nan')
         elif case == 'text_kpts':
@@ -206,6 +209,23 @@ def test_unusable_annotation_files(tmp_path):
     empty.mkdir()
     with pytest.raises(DatasetError, match='no annotation file'):
         resolve_split_folder(str(empty))
+
+
+def test_dataset_without_hands_is_an_error(tmp_path):
+    root, ann = make_dataset(tmp_path / 'ds', n=2)
+    _edit(ann, lambda d: [a.update(righthand_valid=False) for a in d['annotations']])
+    with pytest.raises(DatasetError, match='holds no usable hand'):
+        CocoWholeBodyHandDataset(str(ann), str(root / 'images'))
+
+
+def test_folder_with_only_the_other_split(tmp_path):
+    root, ann = make_dataset(tmp_path / 'ds', n=2)
+    assert ann.name == 'train.json'
+    assert resolve_split_folder(str(root), None, train=True)[0] == str(ann)
+    with pytest.raises(DatasetError, match=r'holds only annotations/train\.json, which is named for the training split'):
+        resolve_split_folder(str(root), None, train=False)  # no silent evaluation on the training data
+    ann.rename(ann.with_name('hands.json'))  # a neutral name serves both
+    assert resolve_split_folder(str(root), None, train=False)[0].endswith('hands.json')
 
 
 def test_undecodable_image_names_the_file(tmp_path):

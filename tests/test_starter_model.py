@@ -54,7 +54,9 @@ def test_bundled_directory_is_the_documented_one():
     cfg = json.loads((STARTER / 'configuration.json').read_text())
     assert cfg['task'] == 'hand-2d-keypoints'
     assert cfg['detector']['type'] == 'palm'
-    assert 'dataset' not in cfg  # no paths of the training machine
+    # the training pipeline travels (fine-tuning uses the targets it was trained with); no data paths
+    assert set(cfg['dataset']) == {'train'} and set(cfg['dataset']['train']) == {'type', 'pipeline'}
+    assert 'data_source' not in json.dumps(cfg['dataset']) and 'ann_file' not in json.dumps(cfg['dataset'])
     assert not {'save_dir', 'out_dir', 'work_dir'} & set(json.dumps(cfg['train']).replace('"', ' ').split())
     prov = cfg['handkp']['provenance']
     assert 'train split' in prov['training_data'] and 'eval_hgc' not in json.dumps(prov)
@@ -169,6 +171,11 @@ def test_make_starter_model_packages_into_a_new_folder_and_never_replaces_silent
     assert (dest / 'README.md').read_text(encoding='utf-8') == (STARTER / 'README.md').read_text(encoding='utf-8')
     cfg = json.loads((dest / 'configuration.json').read_text())
     assert cfg['detector']['type'] == 'palm' and cfg['handkp']['provenance']['source'] == str(STARTER)
+    assert cfg['dataset'] == json.loads((STARTER / 'configuration.json').read_text())['dataset']
+    assert mod.training_pipelines({'train': {'type': 'T', 'pipeline': [{'type': 'A'}],
+                                             'data_source': {'ann_file': '/home/me/train.json'}},
+                                   'val': {'type': 'T', 'data_source': {'ann_file': '/home/me/val.json'}}}) == {
+        'train': {'type': 'T', 'pipeline': [{'type': 'A'}]}}
     (dest / 'pytorch_model.pt').write_bytes(b'mine')
     with pytest.raises(SystemExit, match='--overwrite'):
         mod.main(args)

@@ -309,6 +309,38 @@ def test_resume_with_more_epochs_takes_the_new_schedule(tiny_dir, train16, tmp_p
     assert b.optimizer.param_groups[0]['lr'] == pytest.approx(5e-5)  # decayed at epoch 1 by the new step
 
 
+def test_resume_with_another_batch_size_and_hook_list(tiny_dir, train16, val8, tmp_path):
+    """Resuming with other iterations per epoch (batch size / number of processes) keeps the epoch-based
+    schedule on the trainer's epochs, and a hook list that differs (DDP adds a hook) keeps the best state."""
+    from modelscope.trainers.hooks.hook import Hook
+    from modelscope.trainers.hooks.priority import Priority
+    from modelscope_handkp.hooks import HandCheckpointHook
+    seen = []
+
+    class Recorder(Hook):
+        PRIORITY = Priority.HIGHEST  # first in the list: every other hook's position shifts
+
+        def before_train_iter(self, trainer):
+            ckpt = next(h for h in trainer.hooks if isinstance(h, HandCheckpointHook))
+            seen.append((trainer.epoch, trainer.optimizer.param_groups[0]['lr'], ckpt.best_metric))
+
+    opts = {'train.max_epochs': 2, 'train.lr_scheduler.warmup': None, 'train.lr_scheduler.step': [3],
+            'evaluation.period.interval': 1}
+    a = build(tiny_dir, tmp_path / 'w', train16, val8, opts)
+    a.train()
+    assert a.iter == 8  # 4 iterations per epoch
+    best = json.loads((tmp_path / 'w' / 'best.json').read_text())['value']
+    b = build(tiny_dir, tmp_path / 'w', train16, val8,
+              dict(opts, **{'train.max_epochs': 4, 'train.dataloader.batch_size_per_gpu': 8}), resume=True,
+              callbacks=[Recorder()])
+    pos = [type(h).__name__ for h in b.hooks].index('HandCheckpointHook')
+    b.train()
+    assert pos != [type(h).__name__ for h in a.hooks].index('HandCheckpointHook')
+    assert b.iter == 12  # 2 iterations per epoch now
+    assert [(e, round(lr, 9)) for e, lr, _ in seen] == [(2, 5e-4), (2, 5e-4), (3, 5e-5), (3, 5e-5)]
+    assert seen[0][2] == pytest.approx(best)  # the best metric of the first run was restored
+
+
 # ----------------------------------------------------------------------------- dataset inputs
 def test_dataset_inputs_msdataset_folder_and_data_root(tiny_dir, train16, data_dir, tmp_path):
     from modelscope.msdatasets import MsDataset
@@ -320,7 +352,9 @@ def test_dataset_inputs_msdataset_folder_and_data_root(tiny_dir, train16, data_d
     os.symlink(data_dir / 'open_hands' / 'images', folder / 'images')
     # a zip dataset split as MsDataset gives it: ExternalDataset with split_config {split: local folder}
     ms = MsDataset(ExternalDataset({'train': str(folder)}, {}))
-    t = build(tiny_dir, tmp_path / 'wd', ms, str(folder), {'train.max_epochs': 1})
+    with pytest.raises(DatasetError, match='named for the training split'):  # no silent eval on training data
+        build(tiny_dir, tmp_path / 'wd', ms, str(folder), {'train.max_epochs': 1})
+    t = build(tiny_dir, tmp_path / 'wd', ms, str(folder / 'annotations' / 'train.json'), {'train.max_epochs': 1})
     assert len(t.train_dataset) == 16 and t.train_dataset.img_prefix == str(folder / 'images')
     assert t.eval_dataset.test_mode and len(t.eval_dataset) == 16
     # ${data_root} in the configured data_source is the split folder
@@ -345,3 +379,50 @@ def test_dataset_inputs_msdataset_folder_and_data_root(tiny_dir, train16, data_d
     t = build(tiny_dir, tmp_path / 'wd', train16, None)
     with pytest.raises(ValueError, match='no evaluation data'):
         t.evaluate()
+
+
+def test_fine_tuning_the_starter_model_uses_its_training_targets(train16, tmp_path):
+    """The bundled model was trained at 128 px with sigma-2 targets on 32 x 32 heatmaps: a trainer built
+    on it uses the same (not the 256-px default of sigma 3)."""
+    import modelscope_handkp
+    t = build(modelscope_handkp.starter_model_dir(), tmp_path / 'ft', train16, None, {'train.max_epochs': 1})
+    ds = t.train_dataset
+    assert ds.augment.codec.heatmap_size == (32, 32) and ds.augment.codec.sigma == 2.0
+    assert ds.augment.rot_factor == 90  # the final stage's augmentation ('clutter' preset of train_small)
+
+
+def test_best_checkpoint_settings_are_checked(tiny_dir, train16, tmp_path):
+    from modelscope_handkp.hooks import HandCheckpointHook
+    with pytest.raises(ValueError, match="metric_key 'AP' is not a hand keypoint metric"):
+        HandCheckpointHook(metric_key='AP')
+    with pytest.raises(ValueError, match="would keep the worst model; use rule 'min'"):
+        HandCheckpointHook(metric_key='EPE', rule='max')
+    assert HandCheckpointHook(metric_key='EPE', rule='min').rule == 'min'
+    with pytest.raises(ValueError, match="'AP' is not a hand keypoint metric"):  # when the trainer is built
+        build(tiny_dir, tmp_path / 'ap', train16, None, {'train.max_epochs': 1,
+                                                         'train.checkpoint.best': {'metric_key': 'AP'}})
+
+
+def test_evaluation_never_drops_samples(tiny_dir, val8, tmp_path):
+    t = build(tiny_dir, tmp_path / 'e', None, val8)
+    loader = t._loader(t.eval_dataset, {'batch_size_per_gpu': 5, 'drop_last': True, 'workers_per_gpu': 0}, False,
+                       t.eval_data_collator)
+    assert sum(len(b['img']) for b in loader) == len(t.eval_dataset) == 8
+
+
+def test_overwrite_keeps_files_it_did_not_write(tiny_dir, train16, tmp_path):
+    wd = tmp_path / 'w'
+    (wd / 'output').mkdir(parents=True)
+    (wd / 'output' / 'notes.txt').write_text('mine')
+    t = build(tiny_dir, wd, train16, None, {'train.max_epochs': 1}, overwrite=True)
+    with pytest.raises(FileExistsError, match=r"holds \['notes.txt'\] that this trainer did not write"):
+        t.train()
+    assert (wd / 'output' / 'notes.txt').read_text() == 'mine'
+    (wd / 'output' / 'notes.txt').unlink()
+    torch.save({'state_dict': {}, 'meta': {}}, wd / 'output' / 'pytorch_model.pt')  # someone else's model
+    with pytest.raises(FileExistsError, match='not written by this trainer'):
+        build(tiny_dir, wd, train16, None, {'train.max_epochs': 1}, overwrite=True).train()
+    (wd / 'output' / 'pytorch_model.pt').unlink()
+    build(tiny_dir, wd, train16, None, {'train.max_epochs': 1}, overwrite=True).train()  # an empty folder goes
+    assert (wd / 'output' / 'pytorch_model.pt').is_file()
+    build(tiny_dir, wd, train16, None, {'train.max_epochs': 1}, overwrite=True).train()  # and a previous run

@@ -221,3 +221,19 @@ def test_cli_video_matches_pipeline_per_frame(tmp_path, capsys):
                      '--detector', 'whole-image']) == 1
     err = capsys.readouterr().err
     assert 'unsupported video extension' in err and 'Traceback' not in err
+
+
+def test_cli_video_all_digit_source_prefers_an_existing_file(tmp_path, capsys, monkeypatch):
+    from test_cli import tiny_model_dir
+    model = tiny_model_dir(tmp_path / 'model')
+    monkeypatch.chdir(tmp_path)
+    assert cli._video_source('0') == 0 and cli._video_source('12') == 12  # no such files: cameras
+    os.replace(write_video(tmp_path / 'clip.avi', n=3), tmp_path / '0')
+    assert cli._video_source('0') == '0'
+    assert cli.main(['video', '0', '--out', 'out.avi', '--model', model, '--detector', 'whole-image', '--no-flip',
+                     '--no-progress']) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary['source'] == '0' and summary['frames'] == 3
+    assert len(read_video(tmp_path / 'out.avi')[0]) == 3
+    video_help = cli.build_parser()._subparsers._group_actions[0].choices['video'].format_help()
+    assert 'unless a file of that name exists' in ' '.join(video_help.split())

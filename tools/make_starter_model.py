@@ -26,6 +26,17 @@ DEST = ROOT / 'modelscope_handkp' / 'starter_model'
 MAX_MB = 20.0
 
 
+def training_pipelines(dataset) -> dict:
+    """The ``dataset`` section with only its augmentation pipelines (and types) kept: fine-tuning the
+    starter model then uses the targets (sigma) and augmentation it was trained with; the data paths
+    of the training machine are dropped."""
+    out = {}
+    for split, section in (dataset or {}).items():
+        if isinstance(section, dict) and section.get('pipeline'):
+            out[split] = {k: section[k] for k in ('type', 'pipeline') if k in section}
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('src', help='trained model directory (e.g. work_dirs/starter_clutter/output_best)')
@@ -57,7 +68,9 @@ def main(argv=None):
     dest.parent.mkdir(parents=True, exist_ok=True)
     cfg = json.loads(cfg_path.read_text())
     cfg['detector'] = {'type': 'palm', 'variant': 'full', 'score_threshold': 0.5}
-    cfg.pop('dataset', None)  # paths of the training machine; train/evaluation settings stay
+    cfg['dataset'] = training_pipelines(cfg.get('dataset'))  # no paths of the training machine
+    if not cfg['dataset']:
+        cfg.pop('dataset')
     from modelscope_handkp.trainer import strip_run_folders
     strip_run_folders(cfg.get('train'))  # checkpoint/log folders of the training run
     best = src.parent / 'best.json'

@@ -105,7 +105,8 @@ def resolve_split_folder(folder: str, split: str | None = None, train: bool = Tr
 
     ``split`` is the split name if known (``'train'``, ``'val'``, ``'subtrain'`` ...); otherwise
     the training or evaluation split is looked for by name.  A folder with a single annotation
-    file uses it whatever its name.
+    file uses it whatever its name, unless no split is given and the name is the other split's
+    (``train.json`` when evaluation data is asked for, or the reverse): that is an error.
     """
     folder = os.path.abspath(os.path.expanduser(folder))
     if not os.path.isdir(folder):
@@ -116,6 +117,16 @@ def resolve_split_folder(folder: str, split: str | None = None, train: bool = Tr
                            'expected COCO-WholeBody annotations such as annotations/train.json.')
     words = ([split] if split else []) + list(TRAIN_SPLIT_WORDS if train else EVAL_SPLIT_WORDS)
     picked = cands if len(cands) == 1 else _pick_annotation(cands, words)
+    if split is None and len(cands) == 1 and not _pick_annotation(cands, words) and \
+            _pick_annotation(cands, EVAL_SPLIT_WORDS if train else TRAIN_SPLIT_WORDS):
+        # the folder's only file is named for the other split: training on the evaluation data (or
+        # reporting training-set numbers as validation) must be asked for explicitly
+        name = os.path.relpath(cands[0], folder)
+        mine, other = ('training', 'evaluation') if train else ('evaluation', 'training')
+        raise DatasetError(
+            f'{folder!r} holds only {name}, which is named for the {other} split, but the {mine} split was asked '
+            f'for. Pass a folder with the {mine} split (CLI: --{"data" if train else "val"}), or the annotation '
+            f'file itself ({cands[0]}) if you really mean to use it for {mine}.')
     if len(picked) != 1:
         what = 'training' if train else 'evaluation'
         names = [os.path.relpath(p, folder) for p in (picked or cands)]
@@ -162,7 +173,7 @@ def _entry(ann, i) -> str:
 
 
 def _numbers(values, n, what, where) -> np.ndarray:
-    if not isinstance(values, (list, tuple)) or len(values) < n:
+    if not isinstance(values, (list, tuple)) or len(values) != n:
         got = f'{len(values)} values' if isinstance(values, (list, tuple)) else type(values).__name__
         raise DatasetError(f'{where}: {what} must be a list of {n} numbers, got {got}')
     try:
@@ -355,6 +366,11 @@ class CocoWholeBodyHandDataset(Dataset):
         self.ann_file = ann_file
         self.img_prefix = self.records.img_prefix
         self.skipped = len(self.records.skipped)
+        if not len(self.records):
+            raise DatasetError(
+                f'{ann_file} holds no usable hand ({self.skipped} invalid entries skipped): a hand needs '
+                '"lefthand_valid"/"righthand_valid" true, keypoints with a value > 0 and a box with area. '
+                'Check that this is a COCO-WholeBody annotation file with hand annotations.')
         if pipeline is None:
             pipeline = [] if self.test_mode else self.PUBLISHED_TRAIN_PIPELINE
         self.augment = TopDownAugmentation.from_pipeline(pipeline, self.image_size, self.heatmap_size,
