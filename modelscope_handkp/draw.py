@@ -13,7 +13,10 @@ What is drawn, per hand (keypoint order: COCO-WholeBody hand = MediaPipe, 0 wris
   finger (:data:`FINGER_COLORS`); each keypoint is a filled disc in its finger's colour
   (:data:`WRIST_COLOR` for the wrist) with a thin dark ring (:data:`OUTLINE_COLOR`);
 * the box (x1, y1, x2, y2) and a label with the detector score (and ``#track_id`` when the result has
-  ``'track_ids'``), in :data:`BOX_COLOR` (or :data:`TRACK_COLORS` by track id).
+  ``'track_ids'``), in :data:`BOX_COLOR` (or :data:`TRACK_COLORS` by track id).  For a rotated hand
+  (palm detector, ``'rotations'`` not 0) the result's box is the region around its rotated crop, far
+  larger than the hand; the drawing shows the hand's extent instead: its keypoints scoring >= 0.3 plus
+  10 % on each side.
 
 Sizes follow each hand, so the drawing looks alike on a 100 x 100 thumbnail and a 12000 x 9000 photo:
 with ``size`` = the diagonal of the hand's box (or of its keypoints' extent when the box is missing or
@@ -42,6 +45,7 @@ KEYPOINTS = 'keypoints'
 BOXES = 'boxes'
 SCORES = 'scores'
 TRACK_IDS = 'track_ids'
+ROTATIONS = 'rotations'
 
 NUM_KEYPOINTS = 21
 
@@ -122,7 +126,28 @@ def _parse_result(result: Mapping[str, Any]):
     boxes = per_hand(BOXES, (4,), np.float64)
     box_scores = per_hand(SCORES, (), np.float64)
     track_ids = per_hand(TRACK_IDS, (), np.int64)
+    rotations = per_hand(ROTATIONS, (), np.float64)
+    if boxes is not None and rotations is not None:
+        boxes = _hand_extent_boxes(kps[..., :2], scores, boxes, rotations)
     return kps[..., :2], scores, boxes, box_scores, track_ids
+
+
+def _hand_extent_boxes(xy, scores, boxes, rotations, margin: float = 0.1, min_score: float = 0.3):
+    """Boxes to draw: for a rotated hand (palm detector), whose result box is the axis-aligned region
+    around its rotated crop (much larger than the hand), the extent of its keypoints scoring at least
+    ``min_score`` (all finite ones if fewer than 3 do) plus ``margin`` of it on each side."""
+    boxes = boxes.copy()
+    for i in np.flatnonzero(np.isfinite(rotations) & (rotations != 0)):
+        ok = np.isfinite(xy[i]).all(-1)
+        good = ok & (scores[i] >= min_score) if scores is not None else ok
+        use = good if good.sum() >= 3 else ok
+        if use.sum() < 2:
+            continue
+        lo, hi = xy[i, use].min(0), xy[i, use].max(0)
+        pad = (hi - lo) * margin
+        if (hi - lo > 0).all():
+            boxes[i] = np.r_[lo - pad, hi + pad]
+    return boxes
 
 
 def hand_sizes(xy: np.ndarray, boxes: np.ndarray | None, valid: np.ndarray | None = None,

@@ -172,3 +172,22 @@ def test_no_hands_returns_a_copy_and_bad_inputs_raise():
     kps[7, :2] = 1e12
     out = draw_hands(img, {'keypoints': kps[None], 'boxes': box[None]})
     assert out.shape == img.shape
+
+
+def test_rotated_hand_is_boxed_by_its_keypoints():
+    """A palm-detector hand: the result box is the region around its rotated crop (here far larger
+    than the image); the drawing boxes the keypoints' extent plus 10 % instead."""
+    xy, _ = fan_hand()
+    res = result_of(xy, [-300.0, -200.0, 700.0, 800.0])
+    lo, hi = xy.min(0), xy.max(0)
+    pad = (hi - lo) * 0.1
+    x1, y1 = np.rint(lo - pad).astype(int)
+    x2, y2 = np.rint(hi + pad).astype(int)
+    mid_y = (y1 + y2) // 2
+    plain = draw_hands(gray(400, 400), res)  # no rotations: the given box (outside the image: not seen)
+    assert px(plain, (x1, mid_y)) == [GRAY] * 3
+    res['rotations'] = np.array([30.0], np.float32)
+    out = draw_hands(gray(400, 400), res)
+    assert px(out, (x1, mid_y)) == BOX_COLOR.tolist() and px(out, (x2, mid_y)) == BOX_COLOR.tolist()
+    res['rotations'] = np.array([0.0], np.float32)  # not rotated: the result's box again
+    assert (draw_hands(gray(400, 400), res) == plain).all()
