@@ -34,8 +34,9 @@ Kinds:
 All backends give the eager keypoints within float32 rounding (tests/test_backends.py); the
 measured speeds are in ``benchmarks/run.py``.
 
-The ONNX cache lives in ``$MODELSCOPE_HANDKP_CACHE`` (default ``~/.cache/modelscope_handkp/onnx``;
-a temporary directory if that is not writable).
+The ONNX cache lives in ``$MODELSCOPE_HANDKP_CACHE/onnx`` (default ``~/.cache/modelscope_handkp/onnx``;
+a temporary directory if that is not writable).  A cached graph that does not load (a damaged file) is
+exported again once.
 """
 from __future__ import annotations
 
@@ -82,7 +83,7 @@ def physical_cores() -> int:
 
 
 def onnx_cache_dir() -> Path:
-    """Directory for exported graphs: ``$MODELSCOPE_HANDKP_CACHE`` or ``~/.cache/modelscope_handkp/onnx``."""
+    """Directory for exported graphs: ``$MODELSCOPE_HANDKP_CACHE/onnx`` or ``~/.cache/modelscope_handkp/onnx``."""
     env = os.environ.get('MODELSCOPE_HANDKP_CACHE')
     base = Path(env) if env else Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'modelscope_handkp'
     for candidate in (base / 'onnx', Path(tempfile.gettempdir()) / f'modelscope_handkp-{os.getuid()}' / 'onnx'):
@@ -120,11 +121,27 @@ def cached_onnx(model: nn.Module, stem: str, export, what: str) -> Path:
     """``<cache>/<stem>-<fingerprint>.onnx``: ``model`` written by ``export(model, path, overwrite=True)``
     the first time it is asked for (``what`` names it in the log)."""
     path = onnx_cache_dir() / f'{stem}-{model_fingerprint(model)}.onnx'
+    if path.exists() and not _loads(path):
+        logger.warning('the cached %s %s is damaged; exporting it again', what, path)
+        path.unlink()
     if not path.exists():
         require_module('onnx', 'onnx')  # the exporter checks every graph with it
         logger.info('exporting the %s to %s (once per model)', what, path)
         export(model, path, overwrite=True)
     return path
+
+
+def _loads(path: Path) -> bool:
+    """Whether ``path`` parses as an ONNX model (True when the onnx package is absent: let the runtime judge)."""
+    try:
+        import onnx
+    except ImportError:
+        return True
+    try:
+        onnx.load(str(path), load_external_data=False)
+        return True
+    except Exception:  # noqa: BLE001 - any parse error means a damaged file
+        return False
 
 
 def ort_session(path, threads: int, optimization: str = 'all', spinning: bool = True):

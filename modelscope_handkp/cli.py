@@ -802,6 +802,11 @@ def cmd_export(args) -> int:
             raise UsageError(f'{p} is a folder; give the path of the .onnx file to write.')
         if os.path.exists(p) and not args.overwrite:
             raise CLIError(f'{p} already exists; pass --overwrite to replace it, or another path.')
+        parent = os.path.dirname(os.path.abspath(p))
+        while not os.path.exists(parent):  # the first existing ancestor must be a folder
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+            raise UsageError(f'{p}: {parent} is a file, not a folder; pass another path.')
     model_dir = resolve_model(args.model)
     from . import model_dir as md
     from .export import export_detector_onnx, export_keypoint_onnx, export_palm_net
@@ -818,15 +823,21 @@ def cmd_export(args) -> int:
         detector = build_detector(spec.detector, os.path.join(model_dir, md.CONFIG_FILE))
     net = HandKeypointsModel(model_dir).hand_model.eval()
     rotations = args.rotations if args.rotations is not None else spec.detector.type == 'palm'
+    existed = os.path.exists(args.out)
     path = export_keypoint_onnx(net, args.out, flip_test=not args.no_flip, rotations=rotations,
                                 opset=args.opset, overwrite=args.overwrite)
     out = {'keypoints_onnx': str(path), 'flip_test': not args.no_flip, 'rotations_input': bool(rotations)}
-    if detector is not None and spec.detector.type == 'palm':
-        out['detector_onnx'] = str(export_palm_net(detector.model, args.detector_out, opset=args.opset,
-                                                   overwrite=args.overwrite))
-    elif detector is not None:
-        out['detector_onnx'] = str(export_detector_onnx(detector, args.detector_out, opset=args.opset,
-                                                        overwrite=args.overwrite))
+    try:
+        if detector is not None and spec.detector.type == 'palm':
+            out['detector_onnx'] = str(export_palm_net(detector.model, args.detector_out, opset=args.opset,
+                                                       overwrite=args.overwrite))
+        elif detector is not None:
+            out['detector_onnx'] = str(export_detector_onnx(detector, args.detector_out, opset=args.opset,
+                                                            overwrite=args.overwrite))
+    except BaseException:
+        if not existed:  # all or nothing: a retry must not find half the result in its way
+            os.remove(path)
+        raise
     print(json.dumps(out))
     return EXIT_OK
 

@@ -33,8 +33,10 @@ Graphs are written with the TorchScript-based exporter (``dynamo=False``; needs 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
+import stat
 import tempfile
 import warnings
 from pathlib import Path
@@ -49,8 +51,7 @@ from .models.topdown import flip_back_heatmaps
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ['KeypointGraph', 'export_keypoint_onnx', 'export_keypoint_net', 'export_decoder_onnx',
-           'export_detector_onnx',
-           'DEFAULT_OPSET', 'read_metadata']
+           'export_detector_onnx', 'export_palm_net', 'DEFAULT_OPSET', 'read_metadata']
 
 DEFAULT_OPSET = 17
 FROM_MODEL = 'from_model'  # post_process default: the model's test_cfg
@@ -122,6 +123,21 @@ def _check_target(path, overwrite: bool) -> Path:
     return path
 
 
+# the TorchScript-based exporter: ``dynamo=False`` where the argument exists (torch >= 2.5, where the
+# default changes over time); older torch has only that exporter and no such argument
+_TORCHSCRIPT_EXPORTER = {'dynamo': False} if 'dynamo' in inspect.signature(torch.onnx.export).parameters else {}
+
+
+def _plain_file_mode(path: Path) -> int:
+    """The mode of the file being replaced, else what a new file gets under the process umask."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def _export(module: nn.Module, args: tuple, path: Path, input_names, output_names, dynamic_axes,
             metadata: dict, opset: int, static_dims: dict | None = None) -> Path:
     """Export to a temporary file next to ``path``, check it, add metadata, then move it in place
@@ -133,9 +149,9 @@ def _export(module: nn.Module, args: tuple, path: Path, input_names, output_name
     os.close(fd)
     try:
         with _quiet_export(), torch.no_grad():
-            torch.onnx.export(module, args, tmp, dynamo=False, input_names=list(input_names),
+            torch.onnx.export(module, args, tmp, input_names=list(input_names),
                               output_names=list(output_names), dynamic_axes=dynamic_axes, opset_version=opset,
-                              do_constant_folding=True)
+                              do_constant_folding=True, **_TORCHSCRIPT_EXPORTER)
         proto = onnx.load(tmp)
         onnx.checker.check_model(proto)
         for out in proto.graph.output:  # sizes the exporter could not infer (e.g. K after a stack)
@@ -148,6 +164,7 @@ def _export(module: nn.Module, args: tuple, path: Path, input_names, output_name
             entry.key = f'handkp.{key}'
             entry.value = value if isinstance(value, str) else json.dumps(value)
         onnx.save(proto, tmp)
+        os.chmod(tmp, _plain_file_mode(path))  # mkstemp makes it private (0600); the graph is a plain file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -158,6 +158,7 @@ class HandKeypointsPipeline(Pipeline):
             raise ValueError(f"unknown backend {backend!r}; choose one of {('auto', ) + KINDS}.")
         self.backend_kind = backend
         self._backend = None
+        self._backend_signature = None
         from .detection.palm import PalmDetector
         if backend is not None and isinstance(self.detector, PalmDetector):
             # the palm detector follows an explicit choice (its network runs on OpenVINO / ONNX Runtime / torch)
@@ -176,15 +177,24 @@ class HandKeypointsPipeline(Pipeline):
         On CPU the default is ``'auto'`` (the fastest installed backend that passes a self-check,
         falling back to eager PyTorch); on a GPU the eager model on that device is used.
         """
+        net = self.model.hand_model
+        signature = _weights_signature(net)
+        if self._backend is not None and signature != self._backend_signature:
+            # the fused / ONNX Runtime / OpenVINO backends hold a copy of the weights made when they were
+            # built: weights changed since (load_state_dict, fine-tuning) need a new one
+            import logging
+            logging.getLogger(__name__).info('the keypoint network changed since its backend was built; '
+                                             'rebuilding the backend.')
+            self._backend = None
         if self._backend is None:
             from .backends import make_backend
             kind = self._resolved_backend_kind()
             if kind != 'eager' and self.model.device.type != 'cpu':
                 raise ValueError(f'backend {kind!r} runs on the CPU, but the model is on {self.model.device}; '
                                  "use backend='eager' (the default on GPUs) or device='cpu'.")
-            net = self.model.hand_model
             net.eval()
             self._backend = make_backend(net, kind)
+            self._backend_signature = signature
         return self._backend
 
     # ------------------------------------------------------------------ ModelScope hooks
@@ -354,6 +364,12 @@ class HandKeypointsPipeline(Pipeline):
             checked = True
         return keep if checked else None
 
+
+
+def _weights_signature(net: torch.nn.Module) -> tuple:
+    """Changes whenever a parameter or buffer of ``net`` is replaced or modified in place (each tensor's
+    identity and version counter): cheap enough to check on every call."""
+    return tuple((id(t), t._version) for t in (*net.parameters(), *net.buffers()))
 
 
 def _detector_argument(detector, model_detector: md.DetectorSpec, where: str):

@@ -34,6 +34,7 @@ import numpy as np
 from modelscope.preprocessors.base import Preprocessor
 
 MAX_PIXELS = 1 << 28  # 268 MP: ~0.8 GB as RGB uint8
+MAX_SIDE = 32766  # OpenCV's warps (the crops) take images below SHRT_MAX = 32767 pixels a side
 COLOR_ORDERS = ('bgr', 'rgb')
 
 
@@ -55,6 +56,9 @@ def _check_size(h: int, w: int, what: str) -> None:
     if h * w > MAX_PIXELS:
         raise ImageReadError(f'{what} is {w}x{h} = {h * w / 1e6:.0f} megapixels, more than the '
                              f'{MAX_PIXELS / 1e6:.0f} MP this pipeline accepts (memory); downscale it first.')
+    if max(h, w) > MAX_SIDE:
+        raise ImageReadError(f'{what} is {w}x{h}: a side longer than {MAX_SIDE} pixels, which OpenCV\'s image '
+                             'warps (the hand crops) cannot read; downscale it, or cut it into tiles first.')
 
 
 def _jpeg_truncated(data: bytes) -> bool:

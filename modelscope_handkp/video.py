@@ -180,7 +180,9 @@ def process_video(source, predict_fn: Callable[[np.ndarray], Mapping[str, Any]],
 
     Returns:
         a summary dict: ``frames``, ``width``, ``height``, ``input_fps`` (None when unknown),
-        ``output_fps``, ``hands`` (``total``, ``min``/``max``/``mean`` per frame, ``frames_with_hands``),
+        ``output_fps``, ``output_frames`` (``frames`` for a file; for a live source -- camera or
+        stream URL -- each drawn frame is repeated until the next one is ready, so the output plays in
+        real time and its frame ``i`` is at ``i / output_fps`` seconds of the JSON ``time``), ``hands`` (``total``, ``min``/``max``/``mean`` per frame, ``frames_with_hands``),
         ``tracks`` (number of distinct track ids), ``processing_fps`` (frames per second of wall time,
         reading + prediction + drawing + writing), ``seconds``, ``interrupted``, ``source``, ``out_path``,
         ``jsonl_path``.
@@ -232,15 +234,25 @@ def process_video(source, predict_fn: Callable[[np.ndarray], Mapping[str, Any]],
         interrupted = False
         t_start = time.perf_counter()
         index = 0
+        written, last_bgr = 0, None  # output frames so far; the last one (live sources repeat it)
         try:
             while ok:
                 t = (time.perf_counter() - t_start) if live else index / fps
+                if live and last_bgr is not None:
+                    # a live source runs on while a frame is processed: the last drawn frame stays on screen
+                    # until this one, so the output plays at the speed of the world (and frame n / fps of the
+                    # output is at the 'time' of the JSON lines)
+                    while written < int(t * fps):
+                        writer.write(last_bgr)
+                        written += 1
                 if frame.ndim == 2:
                     frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
                 rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
                 result = tracker.update(predict_fn(rgb), t)
                 drawn = draw_hands(rgb, result, **draw_kwargs)
-                writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+                last_bgr = cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)
+                writer.write(last_bgr)
+                written += 1
                 if jsonl is not None:
                     jsonl.write(json.dumps(frame_record(index, t, result)) + '\n')
                 counts.append(len(result[TRACK_IDS]))
@@ -294,6 +306,7 @@ def process_video(source, predict_fn: Callable[[np.ndarray], Mapping[str, Any]],
         'height': int(height),
         'input_fps': in_fps,
         'output_fps': float(fps),
+        'output_frames': int(written),
         'hands': {'total': int(counts_arr.sum()), 'min': int(counts_arr.min()), 'max': int(counts_arr.max()),
                   'mean': round(float(counts_arr.mean()), 4),
                   'frames_with_hands': int((counts_arr > 0).sum())},

@@ -201,6 +201,12 @@ def test_too_many_pixels_is_refused_before_decoding(tiny, tmp_path, monkeypatch)
         tiny(str(tmp_path / 'big.png'))
 
 
+def test_side_too_long_for_opencv_is_refused(tiny):
+    with pytest.raises(ImageReadError, match=r'33000x2: a side longer than 32766 pixels.*downscale'):
+        tiny(np.zeros((2, 33000, 3), np.uint8))
+    one_hand(tiny(np.zeros((2, 32766, 3), np.uint8)), 32766, 2)  # the longest side OpenCV takes
+
+
 def test_bad_numpy_and_other_objects(tiny):
     with pytest.raises(ImageReadError, match=r'has shape \(2, 3, 4, 3\)'):
         tiny(np.zeros((2, 3, 4, 3), np.uint8))

@@ -554,6 +554,10 @@ def test_export_onnx_matches_pipeline(tiny_dir, images, tmp_path, capsys):
     code, _, err = run(['export', '--model', tiny_dir, '--out', tmp_path / 'b.onnx', '--detector-out',
                         tmp_path / 'det.onnx'], capsys)
     assert code == 1 and 'SSDLite' in err and 'palm' in err and not (tmp_path / 'b.onnx').exists()
+    (tmp_path / 'afile').write_text('x')  # a detector path under a file: refused before anything is written
+    code, _, err = run(['export', '--model', tiny_dir, '--out', tmp_path / 'c.onnx', '--detector-out',
+                        tmp_path / 'afile' / 'det.onnx'], capsys)
+    assert code == 2 and 'is a file, not a folder' in err and not (tmp_path / 'c.onnx').exists()
 
     ort = pytest.importorskip('onnxruntime')
     from modelscope_handkp.transforms import box_to_center_scale, crop_to_tensor

@@ -160,6 +160,8 @@ def test_detector_graph_equals_pytorch_and_mmdet(tmp_path, reference_dir, ssdlit
         assert ours.shape == ref.shape == (2, 3234, ref.shape[-1])
         assert np.abs(ours - torch_out.numpy()).max() <= 1e-5 * np.abs(ref).max()
         assert np.abs(ours - ref).max() <= 1e-4 * np.abs(ref).max()
+    empty = sess.run(None, {'images': x[:0]})  # a batch of no images (exported with a dynamic batch)
+    assert [e.shape for e in empty] == [(0, 3234, cls.shape[-1]), (0, 3234, 4)]
     meta = read_metadata(path)
     assert meta['input_size'] == [320, 320] and np.allclose(meta['mean'], [123.675, 116.28, 103.53])
     # the detector's own post-processing gives the same boxes from the ONNX outputs
@@ -170,3 +172,41 @@ def test_detector_graph_equals_pytorch_and_mmdet(tmp_path, reference_dir, ssdlit
         assert a.shape == b.shape and len(a) > 0
         # every box has its twin (near-tied scores may swap places)
         assert np.abs(a[:, None, :] - b[None, :, :]).max(-1).min(1).max() <= 1e-3
+
+
+def test_palm_graph_takes_any_batch_and_files_are_plain(tmp_path):
+    import os
+    from modelscope_handkp.detection import build_palm_detector
+    from modelscope_handkp.export import export_palm_net
+    det = build_palm_detector(backend='eager')
+    old = os.umask(0o022)
+    try:
+        path = export_palm_net(det.model, tmp_path / 'palm.onnx')
+    finally:
+        os.umask(old)
+    assert (path.stat().st_mode & 0o777) == 0o644  # readable by a serving account, as any file written here
+    sess = _session(path)
+    x = torch.rand(2, 3, 192, 192, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = [t.numpy() for t in det.model(x)]
+    got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {'images': x.numpy()})))
+    assert np.abs(got['regressors'] - ref[0]).max() <= 1e-3 and np.abs(got['scores'] - ref[1]).max() <= 1e-3
+    empty = sess.run(None, {'images': x[:0].numpy()})
+    assert sorted(e.shape for e in empty) == [(0, 2016, 1), (0, 2016, 18)]
+
+
+def test_damaged_cache_graph_is_exported_again(tmp_path, monkeypatch):
+    from modelscope_handkp import backends
+    monkeypatch.setenv('MODELSCOPE_HANDKP_CACHE', str(tmp_path))
+    calls = []
+
+    def export(model, path, overwrite):
+        calls.append(path)
+        export_decoder_onnx(path, overwrite=overwrite)
+
+    net = torch.nn.Linear(2, 2)
+    first = backends.cached_onnx(net, 'thing', export, 'test graph')
+    assert backends.cached_onnx(net, 'thing', export, 'test graph') == first and len(calls) == 1  # cached
+    first.write_bytes(b'garbage')
+    again = backends.cached_onnx(net, 'thing', export, 'test graph')
+    assert again == first and len(calls) == 2 and read_metadata(again)['graph'] == 'decoder'

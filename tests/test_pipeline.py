@@ -390,3 +390,23 @@ def test_hub_id_and_default_model_use_this_plugin_and_install_nothing(official_d
         p = pipeline(TASK, **kwargs)
         assert isinstance(p, HandKeypointsPipeline) and p.model.spec.format == md.FORMAT_EASYCV
         assert p.model.model_dir == str(official_dir)
+
+
+def test_backend_follows_weight_changes(tiny_dir):
+    """The fast backends copy the weights when built: changing them later rebuilds the backend instead of
+    silently answering with the old network."""
+    img = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    p = pipeline(TASK, model=str(tiny_dir), backend='fused')
+    before = p(img)[OutputKeys.KEYPOINTS]
+    backend = p.backend
+    p(img)
+    assert p.backend is backend  # inference alone does not rebuild it
+    with torch.no_grad():
+        for prm in p.model.hand_model.parameters():
+            prm.mul_(0.5)
+    after = p(img)[OutputKeys.KEYPOINTS]
+    assert p.backend is not backend
+    fresh = pipeline(TASK, model=str(tiny_dir), backend='fused')  # built on the changed weights
+    fresh.model.hand_model.load_state_dict(p.model.hand_model.state_dict())
+    np.testing.assert_allclose(after, fresh(img)[OutputKeys.KEYPOINTS], atol=1e-4)
+    assert np.abs(after[..., :2] - before[..., :2]).max() > 0.01

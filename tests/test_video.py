@@ -121,6 +121,26 @@ def test_process_video_outputs(video, tmp_path, ext):
     assert sorted(os.listdir(tmp_path)) == sorted(['in.avi', f'out{ext}', 'out.jsonl'])  # no temp files left
 
 
+def test_live_source_output_plays_in_real_time(video, tmp_path):
+    """A stream processed slower than it runs: the output repeats each drawn frame until the next one, so
+    its length is the wall time and frame i / fps matches the JSON 'time'."""
+    import time
+    fake = FakePredict()
+
+    def slow(frame):
+        time.sleep(0.25)  # 2.5 frame periods of the 10 fps input
+        return fake(frame)
+
+    out, jsonl = tmp_path / 'live.avi', tmp_path / 'live.jsonl'
+    summary = process_video(video.resolve().as_uri(), slow, out, jsonl_path=jsonl, progress=False)
+    assert summary['frames'] == N_FRAMES  # every frame of the stream was processed
+    frames, fps = read_video(out)
+    assert len(frames) == summary['output_frames'] > N_FRAMES
+    times = [json.loads(line)['time'] for line in jsonl.read_text().splitlines()]
+    assert abs(len(frames) / fps - (times[-1] + 1 / fps)) <= 2 / fps  # the video lasts as long as the run
+    assert abs(summary['output_frames'] - summary['seconds'] * fps) <= 2
+
+
 def test_smoothing_and_max_frames(video, tmp_path):
     jsonl = tmp_path / 's.jsonl'
     summary = process_video(video, FakePredict(), tmp_path / 's.avi', jsonl_path=jsonl, max_frames=5,

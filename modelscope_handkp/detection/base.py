@@ -99,6 +99,15 @@ class GivenBoxes(HandDetector):
         return self.detections
 
 
+def flatten_head_map(t, k: int):
+    """A detection head's map ``(N, A*k, H, W)`` -> ``(N, H*W*A, k)`` in (row, column, anchor) order.
+
+    The row count is a constant of the graph, not ``-1``: an exported graph then takes N == 0 too (an
+    ONNX Reshape cannot infer ``-1`` from an empty tensor)."""
+    n, c, h, w = t.shape
+    return t.permute(0, 2, 3, 1).reshape(n, int(c) * int(h) * int(w) // k, k)
+
+
 def as_detections(boxes) -> Detections:
     """Validate user boxes: [M, 4] or [M, 5] (x1, y1, x2, y2[, score]) in image pixels."""
     if isinstance(boxes, Detections):

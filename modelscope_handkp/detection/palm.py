@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Detections, HandDetector
+from .base import Detections, HandDetector, flatten_head_map
 
 logger = logging.getLogger(__name__)
 
@@ -138,11 +138,8 @@ class PalmHead(nn.Module):
         self.reg = nn.Conv2d(cin, anchors * coords, 1)
 
     def forward(self, x):
-        n = x.shape[0]
         # NHWC flattening, as the .tflite's RESHAPE: anchor index = (row * W + col) * A + a
-        scores = self.cls(x).permute(0, 2, 3, 1).reshape(n, -1, 1)
-        regs = self.reg(x).permute(0, 2, 3, 1).reshape(n, -1, self.coords)
-        return scores, regs
+        return flatten_head_map(self.cls(x), 1), flatten_head_map(self.reg(x), self.coords)
 
 
 class BlazePalm(nn.Module):

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import CheckpointError, check_state_dict, read_state_dict
-from .base import Detections, HandDetector
+from .base import Detections, HandDetector, flatten_head_map
 from .mmdet_config import load_mmdet_config
 from .nms import batched_nms
 
@@ -511,11 +511,9 @@ class SSDLiteHandDetector(nn.Module, HandDetector):
         """[N, 3, H, W] normalised input -> (cls_logits [N, A, C+1], bbox_deltas [N, A, 4])."""
         feats = self.neck(self.backbone(input_tensor))
         cls_maps, reg_maps = self.bbox_head(feats)
-        n = input_tensor.shape[0]
         # (N, A*K, H, W) -> (N, H, W, A*K) -> (N, H*W*A, K): the (row, column, anchor) order
-        cls = torch.cat([m.permute(0, 2, 3, 1).reshape(n, -1, self.bbox_head.cls_out_channels)
-                         for m in cls_maps], dim=1)
-        reg = torch.cat([m.permute(0, 2, 3, 1).reshape(n, -1, 4) for m in reg_maps], dim=1)
+        cls = torch.cat([flatten_head_map(m, self.bbox_head.cls_out_channels) for m in cls_maps], dim=1)
+        reg = torch.cat([flatten_head_map(m, 4) for m in reg_maps], dim=1)
         return cls, reg
 
     def forward_raw(self, input_tensor: torch.Tensor):
