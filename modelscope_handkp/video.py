@@ -266,6 +266,10 @@ def process_video(source, predict_fn: Callable[[np.ndarray], Mapping[str, Any]],
         except KeyboardInterrupt:
             interrupted = True
         seconds = time.perf_counter() - t_start
+        if live and last_bgr is not None:  # the last drawn frame stays until the end of the run
+            while written < int(seconds * fps):
+                writer.write(last_bgr)
+                written += 1
         writer.release()
         writer = None
         if jsonl is not None:
