@@ -32,7 +32,15 @@ def _load_file(path) -> object:
         raise CheckpointError(f'checkpoint file {path!r} is empty (0 bytes); it was probably not written '
                               'completely — download or copy it again.')
     try:
-        return torch.load(path, map_location='cpu', weights_only=True)
+        try:
+            return torch.load(path, map_location='cpu', weights_only=True)
+        except pickle.UnpicklingError:
+            allowed = _numpy_globals()
+            if not allowed or not hasattr(torch.serialization, 'safe_globals'):
+                raise
+            # mmcv / mmdet checkpoints keep numpy scalars in their meta (hook_msgs): data, not code
+            with torch.serialization.safe_globals(allowed):
+                return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f'checkpoint {path!r} holds objects other than tensors and plain containers, which are not loaded '
@@ -42,6 +50,22 @@ def _load_file(path) -> object:
         raise CheckpointError(f'checkpoint {path!r} cannot be read (truncated or not a PyTorch file?): '
                               f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""} — download or '
                               'copy it again.') from e
+
+
+def _numpy_globals() -> list:
+    """NumPy's scalar / array reconstructors and dtype classes (plain data) for ``weights_only`` loading."""
+    import numpy as np
+    core = getattr(np, '_core', None) or np.core  # numpy 2.x / 1.x
+    found = [np.dtype, np.ndarray]
+    for name in ('scalar', '_reconstruct'):
+        fn = getattr(getattr(core, 'multiarray', None), name, None)
+        if fn is not None:
+            found.append(fn)
+    dtypes = getattr(np, 'dtypes', None)  # numpy >= 1.25: one class per dtype
+    if dtypes is not None:
+        found += [cls for cls in (getattr(dtypes, n) for n in dir(dtypes) if n.endswith('DType'))
+                  if isinstance(cls, type)]
+    return found
 
 
 def read_state_dict(path_or_obj) -> dict[str, torch.Tensor]:

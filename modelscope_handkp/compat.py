@@ -21,8 +21,13 @@ What a user sees:
   from the model directory, and no ``trust_remote_code`` is needed.
 * **pai-easycv installed and working**: nothing is changed for the official names: ModelScope imports
   pai-easycv as always and pai-easycv serves the published model.  This plugin then only registers its
-  own names; convert the directory with :func:`modelscope_handkp.convert_model_dir` to use this
-  plugin's implementation for it.
+  own names (the names pai-easycv registers itself -- trainer ``easycv``, ``EasyCVMetric``,
+  ``AddLrLogHook``, ``HandCocoWholeBodyDataset`` -- stay free; this trainer is ``'handkp-easycv'``);
+  convert the directory with :func:`modelscope_handkp.convert_model_dir` to use this plugin's
+  implementation for it.
+
+Only hand keypoint configurations are adapted: another model's ``plugins`` (an EasyCV detector, say) go
+to ModelScope unchanged, and a trainer may be given a folder without a configuration.
 
 This plugin's own model directories carry **no** ``plugins`` entry (a non-whitelisted entry would make
 ModelScope demand ``trust_remote_code=True``), so a local directory never needs ``trust_remote_code``;
@@ -51,6 +56,7 @@ import importlib.metadata
 import importlib.util
 import os
 import re
+import sys
 
 from modelscope.utils.logger import get_logger
 
@@ -100,12 +106,34 @@ def filter_served_plugins(plugins):
     return kept or None
 
 
+def _caller_config():
+    """The configuration (as a dict) that ModelScope's caller of ``register_plugins_repo`` holds -- the local
+    ``cfg`` (pipeline builder, ``Model.from_pretrained``) or ``configuration`` (trainer builder) -- or None
+    when it cannot be seen (then the plugins are filtered as for a hand model, the published card's case)."""
+    frame = sys._getframe(2)
+    try:
+        for name in ('cfg', 'configuration'):
+            cfg = frame.f_locals.get(name)
+            if cfg is not None and hasattr(cfg, 'to_dict'):
+                try:
+                    data = cfg.to_dict()
+                except Exception:  # noqa: BLE001 - an exotic config: cannot tell
+                    return None
+                return data if isinstance(data, dict) else None
+        return None
+    finally:
+        del frame
+
+
 def _wrap_register_plugins_repo(original):
     if getattr(original, _PATCHED_ATTR, False):
         return original
 
     @functools.wraps(original)
     def register_plugins_repo(plugins):
+        cfg = _caller_config()
+        if cfg is not None and not _is_hand_config(cfg):
+            return original(plugins)  # another model's plugins (an EasyCV detector, say): ModelScope's business
         return original(filter_served_plugins(plugins))
 
     setattr(register_plugins_repo, _PATCHED_ATTR, True)
@@ -164,8 +192,9 @@ def _is_hand_config(cfg: dict) -> bool:
     model = cfg.get('model') if isinstance(cfg.get('model'), dict) else {}
     if 'handkp' in cfg or model.get('type') == md.MODEL_TYPE:
         return True
-    official = (model.get('type') == md.OFFICIAL_MODEL_TYPE or 'DETECTION' in cfg
-                or (cfg.get('pipeline') or {}).get('type') == md.OFFICIAL_PIPELINE_TYPE)
+    official = (model.get('type') == md.OFFICIAL_MODEL_TYPE
+                or (cfg.get('pipeline') or {}).get('type') == md.OFFICIAL_PIPELINE_TYPE
+                or 'DETECTION' in cfg and cfg.get('task') == md.TASK)  # other EasyCV models have DETECTION too
     return official and serves_official_model()
 
 
@@ -198,9 +227,11 @@ def _wrap_read_config(original):
     return read_config
 
 
-def _wrap_is_official_hub_path(original):
+def _wrap_is_official_hub_path(original, check_folders: bool = True):
     if getattr(original, _PATCHED_ATTR, False):
-        return original
+        if original._handkp_check_folders == check_folders:
+            return original
+        original = original.__wrapped_original__  # a module that imported the other variant
 
     @functools.wraps(original)
     def is_official_hub_path(path, *args, **kwargs):
@@ -212,11 +243,17 @@ def _wrap_is_official_hub_path(original):
             if not os.path.exists(p) and _looks_local(p):
                 raise md.ModelDirError(f'model directory {os.fspath(p)!r} does not exist (and it is not a hub id '
                                        "of the form 'owner/name'); check the path.")
-            if os.path.isdir(p) and not any(os.path.isfile(os.path.join(p, f)) for f in (md.CONFIG_FILE, 'config.json')):
-                md.read_configuration(p)  # nothing can load a folder without a configuration: say so
+            if check_folders and os.path.isdir(p) and not any(
+                    os.path.isfile(os.path.join(p, f)) for f in (md.CONFIG_FILE, 'config.json')):
+                # a pipeline cannot be built from it (ModelScope fails with "'NoneType' object does not
+                # support item assignment"); a trainer may take its configuration from elsewhere
+                raise md.ModelDirError(f'{os.fspath(p)!r} is not a model directory: it has no {md.CONFIG_FILE}; '
+                                       "pass the folder that holds the model's configuration.json and weights.")
         return original(path, *args, **kwargs)
 
     setattr(is_official_hub_path, _PATCHED_ATTR, True)
+    is_official_hub_path._handkp_check_folders = check_folders
+    is_official_hub_path.__wrapped_original__ = original
     return is_official_hub_path
 
 
@@ -237,7 +274,8 @@ def patch_config_checks() -> None:
     for name in _HUB_PATH_CHECKERS:
         mod = importlib.import_module(name)
         if hasattr(mod, 'is_official_hub_path'):
-            mod.is_official_hub_path = _wrap_is_official_hub_path(mod.is_official_hub_path)
+            mod.is_official_hub_path = _wrap_is_official_hub_path(mod.is_official_hub_path,
+                                                                  check_folders=name.startswith('modelscope.pipelines'))
 
 
 def define_trainers_easycv() -> None:

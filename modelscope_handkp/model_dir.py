@@ -538,6 +538,9 @@ def convert_model_dir(src, dst, overwrite: bool = False, check: bool = True) -> 
     dst_path = Path(os.fspath(dst)).expanduser()
     if dst_path.resolve() == src_path.resolve():
         raise ModelDirError('convert_model_dir: src and dst are the same folder; pass a new folder as dst.')
+    if dst_path.resolve() in src_path.resolve().parents:
+        raise ModelDirError(f'convert_model_dir: dst {dst_path} contains src {src_path}; replacing it would delete '
+                            'the source. Pass a new folder as dst.')
     if dst_path.exists():
         if not dst_path.is_dir():
             raise FileExistsError(f'{dst_path} exists and is a file; pass a new folder as dst.')
@@ -583,6 +586,9 @@ def convert_model_dir(src, dst, overwrite: bool = False, check: bool = True) -> 
         (tmp / CONFIG_FILE).write_text(dumps_configuration(new_cfg), encoding='utf-8')
         if (src_path / MODEL_CARD_FILE).is_file():  # the model card travels with the weights
             shutil.copyfile(src_path / MODEL_CARD_FILE, tmp / MODEL_CARD_FILE)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private (0700); the result is a plain folder
         if dst_path.exists():
             # the old folder moves into a fresh private holder (never a fixed name that could be someone's)
             holder = Path(tempfile.mkdtemp(prefix=f'.{dst_path.name}.replaced.', dir=str(dst_path.parent)))

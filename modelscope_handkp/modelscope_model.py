@@ -73,6 +73,9 @@ class HandKeypointsModel(TorchModel):
         self.codec = HeatmapCodec(input_size=net.input_size, heatmap_size=net.heatmap_size,
                                   post_process=spec.post_process, kernel=spec.kernel)
         self.flip_test = spec.flip_test
+        if device is not None:  # Model.from_pretrained(dir, device='cuda:0' / 'gpu' / 'cpu') puts it there
+            from modelscope.utils.device import create_device
+            self.to(create_device(device))
 
     # ------------------------------------------------------------------ properties of the network
     @property

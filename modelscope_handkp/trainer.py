@@ -63,7 +63,8 @@ from .models.topdown import TopDownHandModel
 
 logger = get_logger()
 
-TRAINER_NAME = 'easycv'
+TRAINER_NAME = 'easycv'  # the published card's trainer name (registered when pai-easycv is absent)
+PRIVATE_TRAINER_NAME = 'handkp-easycv'  # always registered; the name to use next to a working pai-easycv
 STATE_FORMAT = 'modelscope_handkp.trainer_state'
 WORK_DIR_ARTEFACTS = (LATEST_CHECKPOINT, OUTPUT_DIR, BEST_OUTPUT_DIR, BEST_INFO, TRAIN_LOG)
 
@@ -754,7 +755,7 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
         if self.eval_dataloader is None:
             self.eval_dataloader = self.get_eval_data_loader()
         self.data_loader = self.eval_dataloader
-        metric_classes = [build_metric(m) for m in self.metrics]
+        metric_classes = [_build_metric(m) for m in self.metrics]
         if saving_fn is not None:
             from modelscope.metrics.prediction_saving_wrapper import PredictionSavingWrapper
             metric_classes.append(PredictionSavingWrapper(saving_fn=saving_fn))
@@ -812,12 +813,32 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
         return values
 
 
+def _build_metric(cfg):
+    """The metric of an ``evaluation.metrics`` entry; ``EasyCVMetric`` is always this package's (also when a
+    working pai-easycv owns that registry name, whose metric expects EasyCV evaluators)."""
+    if isinstance(cfg, Mapping) and cfg.get('type') == 'EasyCVMetric':
+        return evaluation.EasyCVMetric(**{k: v for k, v in cfg.items() if k != 'type'})
+    if cfg == 'EasyCVMetric':
+        return evaluation.EasyCVMetric()
+    return build_metric(cfg)
+
+
 def _register():
+    """Register the trainer and its parts with ModelScope.
+
+    The names pai-easycv registers itself (trainer ``easycv``, ``EasyCVMetric``, ``AddLrLogHook``,
+    ``HandCocoWholeBodyDataset``) are taken only when pai-easycv is absent: next to a working pai-easycv
+    they stay its own (ModelScope refuses a second registration, which would break pai-easycv's import),
+    and this trainer is ``build_trainer('handkp-easycv', ...)``."""
     import sys
 
     from . import compat
     compat.apply()  # Trainers.easycv, no pip install of pai-easycv (idempotent)
-    compat.register(TRAINERS, 'default', TRAINER_NAME, HandKeypointTrainer, sys.modules[__name__])
+    shared = compat.serves_official_model()
+    module = sys.modules[__name__]
+    compat.register(TRAINERS, 'default', PRIVATE_TRAINER_NAME, HandKeypointTrainer, module)
+    if shared:
+        compat.register(TRAINERS, 'default', TRAINER_NAME, HandKeypointTrainer, module)
     from modelscope.msdatasets.dataset_cls.custom_datasets.builder import CUSTOM_DATASETS
     from modelscope.utils.constant import Tasks
 
@@ -827,10 +848,12 @@ def _register():
 
     from . import hooks
     from .datasets import coco_wholebody_hand
-    compat.register(CUSTOM_DATASETS, Tasks.hand_2d_keypoints, 'HandCocoWholeBodyDataset',
-                    coco_wholebody_hand.HandCocoWholeBodyDataset, coco_wholebody_hand)
-    compat.register(METRICS, 'default', 'EasyCVMetric', evaluation.EasyCVMetric, evaluation)
-    for name in ('AddLrLogHook', 'HandCheckpointHook', 'HandTextLoggerHook'):
+    if shared:
+        compat.register(CUSTOM_DATASETS, Tasks.hand_2d_keypoints, 'HandCocoWholeBodyDataset',
+                        coco_wholebody_hand.HandCocoWholeBodyDataset, coco_wholebody_hand)
+        compat.register(METRICS, 'default', 'EasyCVMetric', evaluation.EasyCVMetric, evaluation)
+        compat.register(HOOKS, 'default', 'AddLrLogHook', hooks.AddLrLogHook, hooks)
+    for name in ('HandCheckpointHook', 'HandTextLoggerHook'):
         compat.register(HOOKS, 'default', name, getattr(hooks, name), hooks)
     compat.register(LR_SCHEDULER, 'default', 'EasyCVLrScheduler', hooks.EasyCVLrScheduler, hooks)
 

@@ -81,3 +81,12 @@ def test_missing_and_unexpected_keys(weights):
     sd['foo.bar'] = torch.zeros(3)
     with pytest.raises(CheckpointError, match=r'1 missing keys: keypoint_head.final_layer.3.bias.*1 unexpected keys: foo.bar'):
         load_checkpoint(tiny_model(), sd)
+
+
+def test_numpy_values_in_the_meta_are_data(tmp_path, weights):
+    """mmcv / mmdet checkpoints keep numpy scalars (and arrays) in meta['hook_msgs']: they load, safely."""
+    import numpy as np
+    meta = {'hook_msgs': {'best_score': np.float64(0.91), 'last_epoch': np.int64(24), 'hist': np.arange(3.0)}}
+    torch.save({'state_dict': weights, 'meta': meta}, tmp_path / 'mmdet.pth')
+    sd = read_state_dict(tmp_path / 'mmdet.pth')
+    assert sorted(sd) == sorted(weights) and all(torch.equal(sd[k], weights[k]) for k in weights)

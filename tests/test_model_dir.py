@@ -257,8 +257,16 @@ def test_convert_keeps_the_model_card(official_dir, tmp_path):
     src = tmp_path / 'src'
     shutil.copytree(official_dir, src)
     (src / 'README.md').write_text('# Model card\nlicence: Apache-2.0\n')
-    out = Path(modelscope_handkp.convert_model_dir(src, tmp_path / 'out'))
+    old = os.umask(0o022)
+    try:
+        out = Path(modelscope_handkp.convert_model_dir(src, tmp_path / 'out'))
+    finally:
+        os.umask(old)
     assert (out / 'README.md').read_text() == '# Model card\nlicence: Apache-2.0\n'
+    assert (out.stat().st_mode & 0o777) == 0o755  # a plain folder, readable by others (not mkdtemp's 0700)
+    with pytest.raises(md.ModelDirError, match='contains src .* would delete the source'):
+        modelscope_handkp.convert_model_dir(src, tmp_path, overwrite=True)
+    assert (src / 'README.md').is_file()
 
 
 def test_failed_conversion_leaves_nothing(official_dir, tmp_path):
@@ -333,6 +341,48 @@ def test_working_pai_easycv_is_left_alone(monkeypatch):
     assert filter_plugin_in_whitelist(['pai-easycv']) == []  # still whitelisted: no trust_remote_code
 
 
+def test_other_models_are_left_to_modelscope(monkeypatch, tmp_path):
+    """Only hand keypoint models are adapted: another EasyCV model (with 'DETECTION' and pai-easycv in its
+    plugins) keeps ModelScope's plugin handling, and a trainer may be given a folder without configuration."""
+    from modelscope.utils.config import Config
+    monkeypatch.setattr(compat, 'pai_easycv_installed', lambda: False)
+    seen = []
+    wrapped = compat._wrap_register_plugins_repo(seen.append)
+
+    def modelscope_caller(cfg):  # as ModelScope's builders call it: the configuration is their local 'cfg'
+        wrapped(cfg.safe_get('plugins'))
+
+    wholebody = Config({'task': 'human-wholebody-keypoint', 'plugins': ['pai-easycv'], 'DETECTION': {},
+                        'model': {'type': 'HRNet-WholeBody'}, 'pipeline': {'type': 'wholebody-image'}})
+    hand = Config({'task': md.TASK, 'plugins': ['pai-easycv'], 'DETECTION': {},
+                   'model': {'type': md.OFFICIAL_MODEL_TYPE}, 'pipeline': {'type': md.OFFICIAL_PIPELINE_TYPE}})
+    modelscope_caller(wholebody)
+    modelscope_caller(hand)
+    assert seen == [['pai-easycv'], None]  # the hand model's plugin is served here, the other one is not
+    assert not compat._is_hand_config(wholebody.to_dict()) and compat._is_hand_config(hand.to_dict())
+    bare = tmp_path / 'bare'
+    bare.mkdir()
+    importlib.import_module('modelscope.trainers.builder').is_official_hub_path(str(bare))  # no error
+    with pytest.raises(md.ModelDirError, match='is not a model directory: it has no configuration.json'):
+        importlib.import_module('modelscope.pipelines.builder').is_official_hub_path(str(bare))
+
+
+def test_names_of_a_working_pai_easycv_are_not_taken(monkeypatch):
+    """Next to a working pai-easycv, the names it registers itself stay free (ModelScope refuses a second
+    registration, which would break its import); this trainer is then 'handkp-easycv'."""
+    from modelscope.trainers.builder import TRAINERS
+    from modelscope_handkp import trainer as trainer_mod
+    calls = []
+    monkeypatch.setattr(compat, 'register', lambda registry, group, name, cls, module: calls.append(name))
+    monkeypatch.setattr(compat, 'pai_easycv_installed', lambda: True)
+    trainer_mod._register()
+    assert not {'easycv', 'EasyCVMetric', 'AddLrLogHook', 'HandCocoWholeBodyDataset'} & set(calls)
+    assert {'handkp-easycv', 'HandCheckpointHook', 'EasyCVLrScheduler'} <= set(calls)
+    assert TRAINERS.get('handkp-easycv') is trainer_mod.HandKeypointTrainer  # registered at import
+    metric = trainer_mod._build_metric({'type': 'EasyCVMetric'})  # this package's, whoever owns the name
+    assert type(metric).__module__ == 'modelscope_handkp.evaluation'
+
+
 def test_local_path_trust_check_makes_no_hub_request(monkeypatch, tmp_path):
     from modelscope.hub.api import HubApi
 
@@ -357,3 +407,15 @@ def test_starter_model_dir():
         with pytest.raises(FileNotFoundError, match='no starter model is bundled'):
             modelscope_handkp.starter_model_dir()
     assert modelscope_handkp.__version__
+
+
+def test_model_goes_to_the_device_asked_for(tiny_dir, monkeypatch):
+    """Model.from_pretrained(dir, device=...) places the weights there (ModelScope's device names are read
+    by its create_device; 'meta' stands in for a GPU here)."""
+    import modelscope.utils.device as device_mod
+    from modelscope_handkp.modelscope_model import HandKeypointsModel
+    asked = []
+    monkeypatch.setattr(device_mod, 'create_device', lambda name: asked.append(name) or torch.device('meta'))
+    m = HandKeypointsModel(str(tiny_dir), device='cuda:0')
+    assert asked == ['cuda:0'] and m.device.type == 'meta'
+    assert HandKeypointsModel(str(tiny_dir)).device.type == 'cpu'  # no device given: where it was loaded
