@@ -387,9 +387,8 @@ def _finish_jsonl(tmp: str, final: str, written: int, overwrite: bool) -> None:
     if not overwrite and os.path.exists(final):  # appeared while we worked: keep it
         raise CLIError(f'{final} was created by someone else while predicting; it is kept and this run\'s '
                        f'results are in {tmp} (pass --overwrite to replace it).')
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; the results get a plain file's permissions
+    from .model_dir import new_file_mode
+    os.chmod(tmp, new_file_mode())  # mkstemp made it private; the results get a plain file's permissions
     os.replace(tmp, final)
 
 
@@ -684,14 +683,13 @@ def _scaled_lr_steps(model_dir: str, epochs: int) -> tuple[list[int] | int, list
     """(old, new) ``train.lr_scheduler.step`` of ``model_dir``'s step schedule rescaled from its
     ``train.max_epochs`` to ``epochs`` (None: nothing to rescale).  Epoch lists stay increasing and
     below ``epochs`` (steps that do not fit are dropped); an interval stays >= 1."""
-    from .model_dir import CONFIG_FILE, decode_jsonplus
+    from .model_dir import read_configuration
     try:
-        with open(os.path.join(model_dir, CONFIG_FILE), encoding='utf-8') as f:
-            train = decode_jsonplus(json.load(f)).get('train') or {}
+        train = read_configuration(model_dir).get('train') or {}
         old_max = int(train['max_epochs'])
         lr = train.get('lr_scheduler') or {}
         step = lr['step']
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError):  # ModelDirError is a ValueError
         return None  # no such schedule (the trainer reports a broken configuration itself)
     if str(lr.get('policy', '')).lower() != 'step' or old_max < 1 or old_max == epochs:
         return None

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from .decode_torch import HeatmapDecoder
-from .model_dir import test_settings
+from .model_dir import new_file_mode, test_settings
 from .models.fuse import fold_batchnorm, is_folded
 from .models.topdown import flip_back_heatmaps
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -133,9 +133,7 @@ def _plain_file_mode(path: Path) -> int:
     try:
         return stat.S_IMODE(os.stat(path).st_mode)
     except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+        return new_file_mode()
 
 
 def _export(module: nn.Module, args: tuple, path: Path, input_names, output_names, dynamic_axes,

@@ -129,6 +129,14 @@ def _check_dir(model_dir) -> Path:
     return path
 
 
+def new_file_mode(directory: bool = False) -> int:
+    """The mode a new file (or folder) gets under the process umask: what ``tempfile.mkstemp`` /
+    ``mkdtemp`` (always private, 0600 / 0700) should be given before they are renamed into place."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 def read_configuration(model_dir) -> dict:
     """The decoded ``configuration.json`` of ``model_dir`` (plain dicts, tuples decoded)."""
     path = _check_dir(model_dir)
@@ -323,6 +331,12 @@ def _palm_tiles(value, where):
     return value
 
 
+def detector_type(value) -> str:
+    """A detector type name as written (``'Whole-Image'``, ``'wholeimage'`` ...) -> its canonical form."""
+    dtype = str(value).lower()
+    return 'whole_image' if dtype in ('whole-image', 'wholeimage') else dtype
+
+
 def detector_spec(cfg: Mapping, model_dir=None, fmt: str | None = None, where: str = CONFIG_FILE) -> DetectorSpec:
     """The detector a configuration asks for, with file paths made absolute."""
     fmt = fmt or config_format(cfg, where)
@@ -353,9 +367,7 @@ def detector_spec(cfg: Mapping, model_dir=None, fmt: str | None = None, where: s
         det = {'type': det}
     if not isinstance(det, Mapping):
         raise ModelDirError(f"{where}: 'detector' must be a JSON object like {{\"type\": \"palm\"}}.")
-    dtype = str(det.get('type', 'none')).lower()
-    if dtype in ('whole-image', 'wholeimage'):
-        dtype = 'whole_image'
+    dtype = detector_type(det.get('type', 'none'))
     if dtype not in DETECTOR_TYPES:
         raise ModelDirError(f'{where}: detector.type {det.get("type")!r} is not one of {DETECTOR_TYPES}.')
     thr = _score_threshold(det.get('score_threshold', DEFAULT_SCORE_THRESHOLD), f'{where} detector')
@@ -586,9 +598,7 @@ def convert_model_dir(src, dst, overwrite: bool = False, check: bool = True) -> 
         (tmp / CONFIG_FILE).write_text(dumps_configuration(new_cfg), encoding='utf-8')
         if (src_path / MODEL_CARD_FILE).is_file():  # the model card travels with the weights
             shutil.copyfile(src_path / MODEL_CARD_FILE, tmp / MODEL_CARD_FILE)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private (0700); the result is a plain folder
+        os.chmod(tmp, new_file_mode(directory=True))  # mkdtemp made it private (0700)
         if dst_path.exists():
             # the old folder moves into a fresh private holder (never a fixed name that could be someone's)
             holder = Path(tempfile.mkdtemp(prefix=f'.{dst_path.name}.replaced.', dir=str(dst_path.parent)))

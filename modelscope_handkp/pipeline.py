@@ -387,10 +387,7 @@ def _detector_argument(detector, model_detector: md.DetectorSpec, where: str):
         raise TypeError(f'detector= must be a HandDetector, a type name ({md.DETECTOR_TYPES}) or a config dict '
                         f"like {{'type': 'palm', 'score_threshold': 0.5}}, got {type(detector).__name__}.")
     arg = 'the detector argument'
-    dtype = str(det_cfg.get('type', 'none')).lower().replace('-', '_')
-    if dtype == 'wholeimage':
-        dtype = 'whole_image'
-    det_cfg['type'] = dtype
+    dtype = det_cfg['type'] = md.detector_type(det_cfg.get('type', 'none'))
     if dtype == model_detector.type:
         merged = model_detector.to_config()  # its file paths are already absolute or relative to the CWD
         for key in ('config_file', 'checkpoint'):

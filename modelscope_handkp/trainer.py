@@ -223,8 +223,12 @@ def _hook_keys(hooks):
 def _legacy_hook_state(saved: Mapping, key: str):
     """The state of hook ``key`` in a training state of version 1 (keys ``Name-<position>``)."""
     name, occurrence = key.rsplit('#', 1)
-    old = sorted((int(k.rsplit('-', 1)[1]), v) for k, v in saved.items()
-                 if k.rsplit('-', 1)[0] == name and k.rsplit('-', 1)[-1].isdigit())
+    old = []
+    for k, v in saved.items():
+        hook, _, position = k.rpartition('-')
+        if hook == name and position.isdigit():
+            old.append((int(position), v))
+    old.sort(key=lambda item: item[0])
     return old[int(occurrence)][1] if int(occurrence) < len(old) else None
 
 
@@ -570,10 +574,10 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
                     raise FileExistsError(
                         f'overwrite=True would delete {p}, but it holds {foreign} that this trainer did not write; '
                         'move those files (or the folder) elsewhere, or choose another work_dir.')
-        if found and overwrite and not resume and is_master():
-            for p in found:
-                shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
-            self.logger.info(f'overwrite=True: removed the previous run in {self.work_dir}')
+            if is_master():
+                for p in found:
+                    shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
+                self.logger.info(f'overwrite=True: removed the previous run in {self.work_dir}')
         if self._dist:
             dist.barrier()
 

@@ -235,16 +235,20 @@ def process_video(source, predict_fn: Callable[[np.ndarray], Mapping[str, Any]],
         t_start = time.perf_counter()
         index = 0
         written, last_bgr = 0, None  # output frames so far; the last one (live sources repeat it)
+
+        def hold_last_frame_until(t):
+            # a live source runs on while a frame is processed: the last drawn frame stays on screen until
+            # the next, so the output plays at the speed of the world (frame n / fps is at the JSON 'time')
+            nonlocal written
+            if live and last_bgr is not None:
+                while written < int(t * fps):
+                    writer.write(last_bgr)
+                    written += 1
+
         try:
             while ok:
                 t = (time.perf_counter() - t_start) if live else index / fps
-                if live and last_bgr is not None:
-                    # a live source runs on while a frame is processed: the last drawn frame stays on screen
-                    # until this one, so the output plays at the speed of the world (and frame n / fps of the
-                    # output is at the 'time' of the JSON lines)
-                    while written < int(t * fps):
-                        writer.write(last_bgr)
-                        written += 1
+                hold_last_frame_until(t)
                 if frame.ndim == 2:
                     frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
                 rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
@@ -266,10 +270,7 @@ def process_video(source, predict_fn: Callable[[np.ndarray], Mapping[str, Any]],
         except KeyboardInterrupt:
             interrupted = True
         seconds = time.perf_counter() - t_start
-        if live and last_bgr is not None:  # the last drawn frame stays until the end of the run
-            while written < int(seconds * fps):
-                writer.write(last_bgr)
-                written += 1
+        hold_last_frame_until(seconds)  # ... and the last one until the end of the run
         writer.release()
         writer = None
         if jsonl is not None:
