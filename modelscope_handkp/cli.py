@@ -356,12 +356,14 @@ def result_record(image: str, width: int, height: int, result: dict) -> dict:
     import numpy as np
     from modelscope.outputs import OutputKeys
 
+    from .video import json_list  # non-finite numbers -> null (NaN / Infinity are not JSON)
+
     kps = np.asarray(result[OutputKeys.KEYPOINTS], np.float64)
-    boxes = np.round(np.asarray(result[OutputKeys.BOXES], np.float64), 3).tolist()
-    scores = np.round(np.asarray(result[OutputKeys.SCORES], np.float64), 4).tolist()
+    boxes = json_list(np.round(np.asarray(result[OutputKeys.BOXES], np.float64), 3))
+    scores = json_list(np.round(np.asarray(result[OutputKeys.SCORES], np.float64), 4))
     rots = np.asarray(result.get('rotations', np.zeros(len(boxes))), np.float64)
-    rots = np.round(rots, 3).tolist()
-    kps_out = np.concatenate([np.round(kps[..., :2], 3), np.round(kps[..., 2:], 4)], axis=-1).tolist()
+    rots = json_list(np.round(rots, 3))
+    kps_out = json_list(np.concatenate([np.round(kps[..., :2], 3), np.round(kps[..., 2:], 4)], axis=-1))
     hands = [{'box': boxes[i], 'score': scores[i], 'rotation': rots[i], 'keypoints': kps_out[i]}
              for i in range(len(boxes))]
     return {'image': image, 'width': int(width), 'height': int(height), 'hands': hands}

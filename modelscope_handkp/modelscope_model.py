@@ -76,6 +76,10 @@ class HandKeypointsModel(TorchModel):
         if device is not None:  # Model.from_pretrained(dir, device='cuda:0' / 'gpu' / 'cpu') puts it there
             from modelscope.utils.device import create_device
             self.to(create_device(device))
+        # built for inference, as from_pretrained users expect: in train mode the BatchNorm layers
+        # would use batch statistics (wrong keypoints) and overwrite their running statistics; the
+        # trainer switches to train mode itself
+        self.eval()
 
     # ------------------------------------------------------------------ properties of the network
     @property

@@ -15,12 +15,12 @@ speed of the signal, so slow jitter is smoothed strongly and fast motion is foll
 
 Matching (per frame): an affinity matrix between the live tracks and the new hands, the mean of the
 box IoU and a keypoint similarity (``1 - mean keypoint distance / (0.5 * the track's box diagonal)``,
-clipped to [0, 1], weighted by the keypoint scores); pairs are taken greedily, best affinity first, down
-to ``min_affinity``.  Unmatched hands start new tracks (ids 0, 1, 2, ... never reused); a track not
-matched for more than ``max_missed`` consecutive frames ends.  Each track has its own one-euro filter
-over its keypoints' x, y ``[21, 2]``; the speed that raises the cut-off is measured in hand sizes (box
-diagonals) per second, so ``beta`` does not depend on the image resolution.  Keypoint scores, boxes and
-detector scores are passed through unchanged.
+clipped to [0, 1], weighted by the keypoint scores, keypoints with non-finite x, y left out); pairs are
+taken greedily, best affinity first, down to ``min_affinity``.  Unmatched hands start new tracks (ids
+0, 1, 2, ... never reused); a track not matched for more than ``max_missed`` consecutive frames ends.
+Each track has its own one-euro filter over its keypoints' x, y ``[21, 2]``; the speed that raises the
+cut-off is measured in hand sizes (box diagonals) per second, so ``beta`` does not depend on the image
+resolution.  Keypoint scores, boxes and detector scores are passed through unchanged.
 """
 from __future__ import annotations
 
@@ -59,7 +59,8 @@ class OneEuroFilter:
     call); ``t`` the time in seconds (``None``: one ``1 / freq`` step after the previous sample);
     ``scale`` (broadcastable to ``x``) divides the speed before it raises the cut-off — e.g. the object
     size, so ``beta`` is in object sizes per second.  The first sample passes unchanged.  Non-finite
-    entries of ``x`` leave the state of their element unchanged (the previous output is returned there).
+    entries of ``x`` leave the state of their element unchanged (the previous output is returned there);
+    an element with no finite value so far starts at its first finite one.
     Returns a new float64 array.
     """
 
@@ -99,8 +100,14 @@ class OneEuroFilter:
                              'use one filter per signal (or reset()).')
         dt = self._dt(t)
         finite = np.isfinite(x)
-        x_in = np.where(finite, x, self.x_prev)
-        dx = (x_in - self.x_prev) / dt
+        # an element without a finite state yet (non-finite so far) starts at its first finite value
+        fresh = finite & ~np.isfinite(self.x_prev)
+        if fresh.any():
+            self.x_prev = np.where(fresh, x, self.x_prev)
+            self.dx_prev = np.where(fresh, 0.0, self.dx_prev)
+        with np.errstate(invalid='ignore'):  # inf - inf where an element never had a finite value
+            diff = np.where(finite, x - self.x_prev, 0.0)  # non-finite samples: no step
+        dx = diff / dt
         if scale is not None:
             scale = np.asarray(scale, np.float64)
             dx = dx / np.where(scale > 0, scale, 1.0)
@@ -108,7 +115,7 @@ class OneEuroFilter:
         dx_hat = self.dx_prev + a_d * (dx - self.dx_prev)
         cutoff = self.min_cutoff + self.beta * np.abs(dx_hat)
         a = _alpha(cutoff, dt)
-        x_hat = self.x_prev + a * (x_in - self.x_prev)
+        x_hat = self.x_prev + a * diff
         self.x_prev = np.where(finite, x_hat, self.x_prev)
         self.dx_prev = np.where(finite, dx_hat, self.dx_prev)
         if t is not None:
@@ -139,13 +146,14 @@ def _keypoint_similarity(track_kps: np.ndarray, track_sizes: np.ndarray, kps: np
     """``1 - mean distance / (0.5 * track size)`` clipped to [0, 1], weighted by keypoint scores -> [M, N].
 
     track_kps [M, K, 3], track_sizes [M], kps [N, K, 3]."""
-    d = np.linalg.norm(track_kps[:, None, :, :2] - kps[None, :, :, :2], axis=-1)  # [M, N, K]
+    with np.errstate(invalid='ignore'):  # inf - inf
+        d = np.linalg.norm(track_kps[:, None, :, :2] - kps[None, :, :, :2], axis=-1)  # [M, N, K]
+    valid = np.isfinite(d)  # keypoints with a non-finite x or y (either side) do not count
     w = np.minimum(track_kps[:, None, :, 2], kps[None, :, :, 2])
-    w = np.where(np.isfinite(w) & (w > 0), w, 0.0)
-    w = np.where(w.sum(-1, keepdims=True) > 0, w, 1.0)  # no scores: plain mean
-    d = np.where(np.isfinite(d), d, np.inf)
-    with np.errstate(invalid='ignore'):
-        mean = (np.where(w > 0, d, 0.0) * w).sum(-1) / w.sum(-1)
+    w = np.where(valid & np.isfinite(w) & (w > 0), w, 0.0)
+    w = np.where(w.sum(-1, keepdims=True) > 0, w, valid.astype(np.float64))  # no scores: plain mean
+    w_sum = w.sum(-1)
+    mean = np.where(w_sum > 0, (np.where(valid, d, 0.0) * w).sum(-1) / np.maximum(w_sum, 1e-12), np.inf)
     sim = 1.0 - mean / (0.5 * np.maximum(track_sizes, 1e-6))[:, None]
     return np.clip(np.nan_to_num(sim, nan=0.0, neginf=0.0), 0.0, 1.0)
 
@@ -247,8 +255,8 @@ class HandTracker:
         t = self._time(t)
         self.frame += 1
         kps_in = np.asarray(result[KEYPOINTS], np.float64)
-        if kps_in.size == 0:
-            kps_in = kps_in.reshape(0, kps_in.shape[1] if kps_in.ndim == 3 else 21, 3)
+        if kps_in.size == 0 and kps_in.ndim != 3:  # e.g. [] -> [0, 21, 3]; [0, K, 2] stays x, y only
+            kps_in = kps_in.reshape(0, 21, 3)
         n, k = kps_in.shape[:2]
         kps = kps_in if kps_in.shape[-1] == 3 else np.concatenate([kps_in, np.ones((n, k, 1))], -1)
         boxes = result.get(BOXES) if hasattr(result, 'get') else None

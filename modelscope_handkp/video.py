@@ -11,12 +11,16 @@ per frame::
                                          "rotation": 0.0, "keypoints": [[x, y, score], ... 21 rows]}]}
 
 (``time`` in seconds: frame index / fps for files, wall-clock time since the start for cameras and
-streams; ``rotation`` only when the result has ``'rotations'``; pixels rounded to 0.001, scores to 1e-4.)
+streams; ``rotation`` only when the result has ``'rotations'``; pixels rounded to 0.001, scores to 1e-4;
+non-finite numbers as ``null``.)  Frames whose size differs from the first frame's are resized to it in the
+video (with a warning); their JSON coordinates stay in the pixels of the input frame.
 
 Existing output files are never replaced unless ``overwrite=True`` (checked before anything is read).
 Outputs are written to hidden temporary files next to the targets and moved into place when the video
-ends, so a failure never leaves half-written files under the requested names.  Ctrl-C (KeyboardInterrupt)
-stops the reading — the natural way to end a camera recording — and keeps the frames processed so far.
+ends, so a failure never leaves half-written files under the requested names (an output that appears
+while the video is processed is not replaced: the temporary files are then kept, named in the error).
+Ctrl-C (KeyboardInterrupt) stops the reading — the natural way to end a camera recording — and keeps
+the frames processed so far.
 
     from modelscope_handkp.video import process_video
     pipe = pipeline(Tasks.hand_2d_keypoints, model=MODEL_DIR, input_color='rgb')
@@ -29,6 +33,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -118,8 +123,18 @@ def _temp_path(path: str) -> str:
     return os.path.join(folder, f'.{stem}.partial-{os.getpid()}{ext}')
 
 
+def json_list(values: np.ndarray) -> list:
+    """``values.tolist()`` with non-finite numbers as None (JSON null: NaN/Infinity are not JSON)."""
+    finite = np.isfinite(values)
+    if finite.all():
+        return values.tolist()
+    out = values.astype(object)
+    out[~finite] = None
+    return out.tolist()
+
+
 def _r(values, digits):
-    return np.round(np.asarray(values, np.float64), digits).tolist()
+    return json_list(np.round(np.asarray(values, np.float64), digits))
 
 
 def frame_record(frame: int, t: float, result: Mapping[str, Any]) -> dict:
@@ -131,7 +146,7 @@ def frame_record(frame: int, t: float, result: Mapping[str, Any]) -> dict:
     if kps.shape[-1] == 2:
         kps_out = _r(kps, 3)
     else:
-        kps_out = np.concatenate([np.round(kps[..., :2], 3), np.round(kps[..., 2:], 4)], -1).tolist()
+        kps_out = json_list(np.concatenate([np.round(kps[..., :2], 3), np.round(kps[..., 2:], 4)], -1))
     boxes = result.get('boxes')
     boxes = [None] * n if boxes is None else _r(np.asarray(boxes, np.float64).reshape(-1, 4), 3)
     scores = _r(np.asarray(result.get('scores', np.ones(n)), np.float64).reshape(-1), 4)
@@ -205,7 +220,7 @@ def process_video(source, predict_fn: Callable[[np.ndarray], Mapping[str, Any]],
     cap = _open_capture(source)
     tmp_video = tmp_jsonl = None
     writer = jsonl = bar = None
-    finished = False
+    finished = keep_partial = False
     try:
         in_fps = _input_fps(cap)
         fps = in_fps or DEFAULT_FPS
@@ -235,6 +250,7 @@ def process_video(source, predict_fn: Callable[[np.ndarray], Mapping[str, Any]],
         t_start = time.perf_counter()
         index = 0
         written, last_bgr = 0, None  # output frames so far; the last one (live sources repeat it)
+        resized = False  # a frame of another size than the first was resized (warned once)
 
         def hold_last_frame_until(t):
             # a live source runs on while a frame is processed: the last drawn frame stays on screen until
@@ -255,6 +271,14 @@ def process_video(source, predict_fn: Callable[[np.ndarray], Mapping[str, Any]],
                 result = tracker.update(predict_fn(rgb), t)
                 drawn = draw_hands(rgb, result, **draw_kwargs)
                 last_bgr = cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)
+                if last_bgr.shape[:2] != (height, width):  # VideoWriter silently drops frames of another size
+                    if not resized:
+                        warnings.warn(f'{_describe(source)}: frame {index} is {last_bgr.shape[1]}x{last_bgr.shape[0]} '
+                                      f'pixels, the first one {width}x{height}; frames of another size are resized '
+                                      f'to {width}x{height} in {out_path} (the JSON coordinates stay in the pixels '
+                                      'of each input frame).', stacklevel=2)
+                        resized = True
+                    last_bgr = cv2.resize(last_bgr, (width, height), interpolation=cv2.INTER_AREA)
                 writer.write(last_bgr)
                 written += 1
                 if jsonl is not None:
@@ -281,9 +305,12 @@ def process_video(source, predict_fn: Callable[[np.ndarray], Mapping[str, Any]],
         for tmp, final in ((tmp_video, out_path), (tmp_jsonl, jsonl_path)):
             if tmp is None:
                 continue
-            if os.path.exists(final) and not overwrite:  # appeared while we worked: keep it
+            if os.path.exists(final) and not overwrite:  # appeared while we worked: keep it, and our results
+                keep_partial = True
+                kept = ' and '.join(p for p in (tmp_video, tmp_jsonl) if p is not None)
                 raise FileExistsError(f'{final} was created by someone else while the video was processed; '
-                                      'not replaced (pass overwrite=True to replace it).')
+                                      f'not replaced. The results are kept in {kept}: rename them, or run again '
+                                      'with overwrite=True (--overwrite) or another output path.')
         for tmp, final in ((tmp_video, out_path), (tmp_jsonl, jsonl_path)):
             if tmp is not None:
                 os.replace(tmp, final)
@@ -296,7 +323,7 @@ def process_video(source, predict_fn: Callable[[np.ndarray], Mapping[str, Any]],
         if jsonl is not None:
             jsonl.close()
         cap.release()
-        if not finished:
+        if not finished and not keep_partial:
             for tmp in (tmp_video, tmp_jsonl):
                 if tmp is not None and os.path.exists(tmp):
                     os.remove(tmp)

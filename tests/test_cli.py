@@ -728,3 +728,19 @@ def test_convert_palm_detector_refuses_overwrite(tmp_path, capsys):
                        capsys)
     assert code == 1 and 'already exists' in err and '--overwrite' in err
     assert (tmp_path / 'palm_detection_lite.pt').read_bytes() == b'x'
+
+
+def test_result_record_writes_non_finite_numbers_as_json_null():
+    """predict's JSON must be valid JSON (jq, JSON.parse): NaN / Infinity become null, the rest is kept."""
+    from modelscope_handkp.cli import result_record
+    kps = np.zeros((1, 21, 3), np.float32)
+    kps[0, :, 0] = np.arange(21, dtype=np.float32) + 0.12345
+    kps[0, 4, 1] = np.nan
+    kps[0, 7, 2] = np.inf
+    result = {'keypoints': kps, 'boxes': np.array([[1.0, 2.0, 30.5, np.nan]], np.float32),
+              'scores': np.array([0.87654], np.float32), 'rotations': np.zeros(1, np.float32)}
+    text = json.dumps(result_record('a.jpg', 64, 48, result), allow_nan=False)  # raises on NaN
+    hand = json.loads(text)['hands'][0]
+    assert hand['box'] == [1.0, 2.0, 30.5, None] and hand['score'] == 0.8765
+    assert hand['keypoints'][4] == [4.123, None, 0.0] and hand['keypoints'][7][2] is None
+    assert hand['keypoints'][20] == [20.123, 0.0, 0.0]

@@ -177,6 +177,23 @@ def test_model_from_pretrained_loads_the_published_checkpoint(official_dir, hrne
     assert model.flip_test is True and model.codec.post_process == 'unbiased' and model.codec.kernel == 11
 
 
+def test_model_from_pretrained_is_ready_for_inference(official_dir, topdown_ref, hrnet_synth_state_dict):
+    """The documented ``Model.from_pretrained(DIR).forward_heatmaps(crops)`` (no eval() call) gives the
+    reference heatmaps and leaves the BatchNorm running statistics alone (train mode would use batch
+    statistics and overwrite them)."""
+    from modelscope.models import Model
+    model = Model.from_pretrained(str(official_dir))
+    assert model.training is False and model.hand_model.training is False
+    x = torch.from_numpy(topdown_ref['input_tensor'][:2])
+    with torch.no_grad():
+        hm = model.forward_heatmaps(x, flip_test=True)
+    np.testing.assert_allclose(hm.numpy(), topdown_ref['heatmaps_flip_avg'][:2], rtol=0,
+                               atol=1e-4 * float(np.abs(topdown_ref['heatmaps_flip_avg']).max()))
+    sd = model.state_dict()
+    running = [k for k in hrnet_synth_state_dict if k.endswith('running_mean')]
+    assert running and all(torch.equal(sd[k], hrnet_synth_state_dict[k]) for k in running)
+
+
 def test_model_forward_serves_trainer_and_inference(official_dir, topdown_ref):
     from modelscope.models import Model
     model = Model.from_pretrained(str(official_dir))

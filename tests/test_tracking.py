@@ -205,3 +205,53 @@ def test_fast_motion_is_followed():
         assert out['track_ids'].tolist() == [0]
     lag = np.abs(out['keypoints'][0, :, 0] - result(hand(400, 200))['keypoints'][0, :, 0]).max()
     assert lag < 15, lag  # under 0.15 hand sizes behind
+
+
+# ----------------------------------------------------------------------------- non-finite keypoints (review)
+def test_element_non_finite_at_first_sample_starts_at_its_first_finite_value():
+    f = OneEuroFilter(1.0, 0.0, 1.0, freq=30.0)
+    np.testing.assert_array_equal(f(np.array([np.nan, 1.0, np.inf])), [np.nan, 1.0, np.inf])
+    y = f(np.array([5.0, 1.0, np.nan]))
+    np.testing.assert_array_equal(y, [5.0, 1.0, np.inf])  # the first finite value passes unchanged
+    y = f(np.array([6.0, 1.0, 2.0]))
+    a = 1 / (1 + 1 / (2 * math.pi * 1.0) * 30.0)  # alpha at min_cutoff (beta 0)
+    np.testing.assert_allclose(y, [5.0 + a * 1.0, 1.0, 2.0], rtol=1e-12)
+
+
+def test_hand_with_a_nan_keypoint_in_its_first_frame_is_smoothed_back():
+    tr = HandTracker(fps=30.0)
+    kps, box, score = hand(300, 300)
+    first = kps.copy()
+    first[3, :2] = np.nan  # e.g. a keypoint the model could not decode
+    out = tr.update(result((first, box, score)))
+    assert np.isnan(out['keypoints'][0, 3, :2]).all()
+    for _ in range(3):
+        out = tr.update(result((kps, box, score)))
+    assert out['track_ids'].tolist() == [0]
+    np.testing.assert_allclose(out['keypoints'][0, :, :2], kps[:, :2], atol=1e-3)  # not NaN forever
+
+
+def test_a_nan_keypoint_does_not_break_the_match():
+    # the hand moves 0.45 of its size: box IoU 0.379, keypoint similarity 0.364 -> affinity 0.37 >= 0.2;
+    # one NaN keypoint must not turn the keypoint similarity to 0 (affinity 0.19: a new id)
+    tr = HandTracker(smoothing=False)
+    assert tr.update(result(hand(300, 300)))['track_ids'].tolist() == [0]
+    kps, box, score = hand(345, 300)
+    kps[0, :2] = np.nan
+    out = tr.update(result((kps, box, score)))
+    assert out['track_ids'].tolist() == [0]
+    # and a track whose keypoint is NaN still matches the hand by the other keypoints
+    out = tr.update(result(hand(390, 300)))
+    assert out['track_ids'].tolist() == [0]
+
+
+def test_xy_only_keypoints_keep_two_columns_in_frames_without_hands():
+    tr = HandTracker()
+    xy = result(hand(300, 300))['keypoints'][..., :2]
+    assert tr.update({'keypoints': xy})['keypoints'].shape == (1, 21, 2)
+    empty = tr.update({'keypoints': np.zeros((0, 21, 2), np.float32)})
+    assert empty['keypoints'].shape == (0, 21, 2) and empty['keypoints'].dtype == np.float32
+    assert empty['track_ids'].shape == (0,)
+    assert tr.update({'keypoints': []})['keypoints'].shape == (0, 21, 3)
+    np.testing.assert_allclose(tr.update({'keypoints': xy})['keypoints'], xy, atol=1e-4)  # track 0 continues
+    assert tr.track_ids == [0]

@@ -260,3 +260,82 @@ def test_cli_video_all_digit_source_prefers_an_existing_file(tmp_path, capsys, m
     assert len(read_video(tmp_path / 'out.avi')[0]) == 3
     video_help = cli.build_parser()._subparsers._group_actions[0].choices['video'].format_help()
     assert 'unless a file of that name exists' in ' '.join(video_help.split())
+
+
+# ----------------------------------------------------------------------------- review: edge cases
+class FakeCapture:
+    """A cv2.VideoCapture stand-in that plays given BGR frames (sizes may change, as in some streams)."""
+
+    def __init__(self, frames, fps=FPS):
+        self.frames, self.fps, self.released = list(frames), fps, False
+
+    def isOpened(self):
+        return True
+
+    def read(self):
+        return (True, self.frames.pop(0)) if self.frames else (False, None)
+
+    def get(self, prop):
+        return {cv2.CAP_PROP_FPS: self.fps, cv2.CAP_PROP_FRAME_COUNT: 0.0}.get(prop, 0.0)
+
+    def release(self):
+        self.released = True
+
+
+def test_frames_of_another_size_are_resized_not_dropped(tmp_path, monkeypatch):
+    from modelscope_handkp import video as video_mod
+    big = [cv2.resize(synthetic_frame(i), (200, 100)) for i in range(3, 6)]
+    cap = FakeCapture([synthetic_frame(i) for i in range(3)] + big)
+    monkeypatch.setattr(video_mod, '_open_capture', lambda source: cap)
+    fake = FakePredict()
+    out, jsonl = tmp_path / 'r.avi', tmp_path / 'r.jsonl'
+    with pytest.warns(UserWarning, match=r'frame 3 is 200x100 pixels, the first one 160x120.*resized') as rec:
+        summary = process_video(str(tmp_path / 'changing.avi'), fake, out, jsonl_path=jsonl, smoothing=False,
+                                progress=False)
+    assert len([w for w in rec if 'resized' in str(w.message)]) == 1  # warned once
+    assert cap.released and fake.shapes == [(H, W, 3)] * 3 + [(100, 200, 3)] * 3  # predicted on the input frames
+    frames, _ = read_video(out)
+    assert summary['frames'] == summary['output_frames'] == len(frames) == 6  # none silently dropped
+    assert {f.shape for f in frames} == {(H, W, 3)}
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    np.testing.assert_allclose(records[4]['hands'][1]['keypoints'], FakePredict.hands(4)[1][0], atol=1e-3)
+
+
+def test_json_lines_have_null_for_non_finite_numbers(video, tmp_path):
+    def predict(frame_rgb):
+        kps, box = known_hand(60, 60)
+        kps[3, :2] = np.nan
+        kps[4, 2] = np.inf
+        return {'keypoints': kps[None].astype(np.float32), 'boxes': np.asarray([box], np.float32),
+                'scores': np.asarray([np.nan], np.float32)}
+
+    jsonl = tmp_path / 'n.jsonl'
+    process_video(video, predict, tmp_path / 'n.avi', jsonl_path=jsonl, smoothing=False, max_frames=2,
+                  progress=False)
+
+    def reject(constant):
+        raise ValueError(f'{constant} is not JSON')
+
+    for line in jsonl.read_text().splitlines():
+        (hand,) = json.loads(line, parse_constant=reject)['hands']  # strict JSON (jq, JavaScript)
+        assert hand['keypoints'][3] == [None, None, 0.9] and hand['keypoints'][4][2] is None
+        assert hand['keypoints'][0] == pytest.approx(list(known_hand(60, 60)[0][0]), abs=1e-3)
+        assert hand['score'] is None and hand['box'] == pytest.approx([40, 40, 80, 80])
+
+
+def test_output_created_while_processing_is_kept_and_so_are_the_results(video, tmp_path):
+    out, jsonl = tmp_path / 'c.avi', tmp_path / 'c.jsonl'
+    fake = FakePredict()
+
+    def predict(frame_rgb):
+        if fake.calls == 3:
+            out.write_bytes(b'a user file')
+        return fake(frame_rgb)
+
+    with pytest.raises(FileExistsError, match=r'c.avi was created by someone else.*results are kept in') as e:
+        process_video(video, predict, out, jsonl_path=jsonl, progress=False)
+    assert out.read_bytes() == b'a user file' and not jsonl.exists()
+    kept = sorted(p for p in os.listdir(tmp_path) if '.partial-' in p)
+    assert len(kept) == 2 and all(str(tmp_path / p) in str(e.value) for p in kept)
+    assert len(read_video(tmp_path / [p for p in kept if p.endswith('.avi')][0])[0]) == N_FRAMES
+    assert len((tmp_path / [p for p in kept if p.endswith('.jsonl')][0]).read_text().splitlines()) == N_FRAMES
