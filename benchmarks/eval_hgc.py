@@ -66,6 +66,14 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area(a)[:, None] + area(b)[None] - inter, 1e-9)
 
 
+def hand_inside(boxes_xyxy: np.ndarray, keypoints: np.ndarray, visible: np.ndarray) -> np.ndarray:
+    """bool [M]: box m contains all visible GT keypoints (invisible ones are unlabelled, often (0, 0))."""
+    k = keypoints[np.asarray(visible) > 0]
+    if len(k) == 0:
+        return np.zeros(len(boxes_xyxy), bool)
+    return ((k[None] >= boxes_xyxy[:, None, :2]) & (k[None] <= boxes_xyxy[:, None, 2:])).all(-1).all(-1)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--model', default=None, help='model directory (default: the bundled starter model)')
@@ -91,7 +99,13 @@ def main(argv=None):
     gt_xyxy = np.concatenate([boxes_xywh[:, :2], boxes_xywh[:, :2] + boxes_xywh[:, 2:]], 1)
     kwargs = {'detector': args.detector} if args.detector else {}
     hands = pipeline(Tasks.hand_2d_keypoints, model=model, **kwargs)
-    images = [cv2.imread(p)[:, :, ::-1].copy() for p in paths]
+    images = []
+    for p in paths:
+        bgr = cv2.imread(p)
+        if bgr is None:
+            raise SystemExit(f'{p} (named in the annotations of {args.data}) cannot be read; pass --data a complete '
+                             'COCO-WholeBody hand folder (annotations/ + images/).')
+        images.append(bgr[:, :, ::-1].copy())
     out = {'model': str(model), 'data': str(args.data), 'hands': n, 'backend': None,
            'machine': f'{platform.processor() or platform.machine()}, {os.cpu_count()} logical cores'}
 
@@ -110,7 +124,7 @@ def main(argv=None):
         if len(kp) == 0:
             continue
         iou = box_iou(bx, gt_xyxy[i:i + 1])[:, 0]
-        inside = ((gt[i][None] >= bx[:, None, :2]) & (gt[i][None] <= bx[:, None, 2:])).all(-1).all(-1)
+        inside = hand_inside(bx, gt[i], vis[i])
         ok = np.flatnonzero((iou >= 0.3) | inside)
         if len(ok):
             found[i] = True

@@ -16,6 +16,8 @@ for the 4-hand goal, and why it is not the default: it changes the numbers.
 """
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import json
 import sys
 import tempfile
@@ -88,10 +90,31 @@ def hand_fixture_boxes():
     return paths, np.asarray(boxes, np.float32)
 
 
-def main():
+def missing_prerequisites() -> list[str]:
+    """What this benchmark needs and does not find: the [onnx] extra and the files of ``../shared``."""
+    missing = [f'the {m} package (pip install "modelscope-handkp[onnx]")' for m in ('onnx', 'onnxruntime')
+               if importlib.util.find_spec(m) is None]
+    for path in (bench.REFERENCE / 'hrnet_w18_hand_manifest.json', bench.REFERENCE / 'topdown_parity.npz',
+                 DATA / 'hands', DATA / 'open_hands' / 'annotations' / 'train.json'):
+        if not path.exists():
+            missing.append(str(path))
+    return missing
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.parse_args(argv)
+    missing = missing_prerequisites()
+    if missing:
+        sys.exit('error: int8_lever.py needs ' + '; '.join(missing) + ' (set HANDKP_SHARED to the shared folder '
+                 'if it is not ../shared)')
     torch.set_num_threads(physical_cores())
+    with tempfile.TemporaryDirectory(prefix='handkp-int8-') as tmp:  # the quantised graphs (~55 MB)
+        measure(Path(tmp))
+
+
+def measure(tmp: Path):
     out = {}
-    tmp = Path(tempfile.mkdtemp(prefix='handkp-int8-'))
 
     # 1. HRNet-w18 with the reference weights
     model, weights = bench.load_model()

@@ -27,8 +27,14 @@ def main(argv=None):
     ap.add_argument('--images', default=str(DEFAULT_IMAGES), help='folder of .jpg/.png images')
     ap.add_argument('--limit', type=int, default=100, help='images timed (0: all)')
     args = ap.parse_args(argv)
-    import mediapipe as mp
-
+    if not Path(args.images).is_dir():
+        raise SystemExit(f'{args.images} is not a folder; pass --images a folder of .jpg/.png images')
+    try:
+        import mediapipe as mp
+    except ImportError:
+        raise SystemExit('mediapipe_speed.py needs mediapipe 0.10.21, in its own environment (it pins numpy < 2): '
+                         'python -m venv /tmp/mp && /tmp/mp/bin/pip install mediapipe==0.10.21, then run this '
+                         'script with /tmp/mp/bin/python') from None
     files = sorted(p for p in Path(args.images).iterdir() if p.suffix.lower() in ('.jpg', '.jpeg', '.png'))
     if args.limit:
         files = files[:args.limit]

@@ -139,3 +139,8 @@ def predict_original_like(model, image_rgb: np.ndarray, centers, scales, flip_te
     crops = torch.stack([crop_one(image_rgb, c, s, size) for c, s in zip(centers, scales)])
     heatmaps = heatmaps_two_forwards(model, crops, flip_test, getattr(model, 'shift_heatmap', True))
     return keypoints_from_heatmaps_loop(heatmaps, centers, scales, post_process, kernel)
+
+
+if __name__ == '__main__':  # a module of benchmarks/run.py, not a command: say so instead of exiting silently
+    print(__doc__.strip())
+    print('\nNothing to run here: python benchmarks/run.py times this module against the package.')

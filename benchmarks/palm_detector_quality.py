@@ -163,6 +163,8 @@ def main(argv=None):
     ap.add_argument('--skip-eval-hgc', action='store_true')
     ap.add_argument('--show-missed', action='store_true')
     args = ap.parse_args(argv)
+    if args.batch < 1:
+        ap.error(f'--batch must be at least 1, got {args.batch}')
     if args.threads:
         torch.set_num_threads(args.threads)
     data = Path(args.data)

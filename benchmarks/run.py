@@ -417,12 +417,21 @@ def main(argv=None):
     parser.add_argument('--json', default=None, help='write all figures to this JSON file')
     args = parser.parse_args(argv)
 
-    from modelscope_handkp.backends import AUTO_ORDER, available_backends, physical_cores
+    from modelscope_handkp.backends import AUTO_ORDER, KINDS, available_backends, physical_cores
 
+    kinds = [k.strip() for k in args.backends.split(',') if k.strip()]
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown or not kinds:
+        parser.error(f'--backends {args.backends!r}: ' + (f'unknown kind(s) {", ".join(unknown)}' if unknown else
+                                                          'no kind given') +
+                     f'; give a comma-separated list of {", ".join(KINDS)}')
+    if args.repeats is not None and args.repeats < 1:
+        parser.error(f'--repeats must be at least 1, got {args.repeats}')
+    if args.threads is not None and args.threads < 0:
+        parser.error(f'--threads must be at least 1 (0: the default), got {args.threads}')
     repeats = args.repeats or (3 if args.quick else 7)
     threads = args.threads or physical_cores()
     torch.set_num_threads(threads)
-    kinds = [k for k in args.backends.split(',') if k]
     results = {}
 
     load_before = os.getloadavg()
@@ -447,6 +456,9 @@ def main(argv=None):
     results['flops_per_crop'] = flops
 
     built = build_backends(model, kinds, threads)
+    if not built:
+        sys.exit(f'error: none of the backends {kinds} could be built (see above); install the extra named there '
+                 'or pass --backends eager,fused')
     for kind, backend in built.items():
         print(f'  built {kind:<12} in {backend.build_seconds:6.2f} s')
     results['forward'] = forward_section(model, built, flops, gemm['gflops'], repeats)

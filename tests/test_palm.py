@@ -382,3 +382,23 @@ def test_rotating_the_image_rotates_the_hand(full_detector, data_dir):
     ca = (a.boxes[0, :2] + a.boxes[0, 2:]) / 2
     cb = (b.boxes[0, :2] + b.boxes[0, 2:]) / 2
     np.testing.assert_allclose(cb, [ca[1], img.shape[1] - 1 - ca[0]], atol=6)
+
+
+def test_convert_palm_detector_checks_the_tflite_parser_before_downloading(tmp_path, monkeypatch):
+    """Without the "tflite" package the conversion stops before fetching the mediapipe wheel (tens of
+    MB that could not be read anyway), naming the pip package; a missing .tflite path is named as such."""
+    import sys
+
+    from modelscope_handkp.detection import tflite_convert as tc
+    fetched = []
+    monkeypatch.setattr(tc, 'fetch_palm_tflite', lambda *a, **k: fetched.append(a) or tmp_path / 'x.tflite')
+    monkeypatch.setitem(sys.modules, 'tflite', None)  # import tflite -> ImportError
+    with pytest.raises(ImportError, match=r'pip install "tflite'):
+        tc.convert_palm_detector(None, tmp_path / 'out')
+    assert fetched == [] and not (tmp_path / 'out').exists()
+    monkeypatch.delitem(sys.modules, 'tflite')
+    pytest.importorskip('tflite')
+    with pytest.raises(FileNotFoundError, match=r'missing\.tflite does not exist: pass the path of '
+                                                r'palm_detection_full\.tflite, or no path to fetch it'):
+        tc.convert_palm_detector(tmp_path / 'missing.tflite', tmp_path / 'out')
+    assert fetched == []

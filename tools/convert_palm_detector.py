@@ -30,10 +30,18 @@ def main(argv=None):
     variants = VARIANTS if args.variant == 'both' else (args.variant, )
     if args.tflite and len(variants) > 1:
         ap.error('--tflite converts one file: give --variant full or --variant lite with it')
+    if args.tflite and not Path(args.tflite).is_file():
+        ap.error(f'--tflite {args.tflite} does not exist: pass the path of palm_detection_{variants[0]}.tflite, '
+                 f'or leave --tflite out to fetch it from the mediapipe wheel')
+    try:  # before fetching the mediapipe wheel (tens of MB) that it could not read
+        import tflite  # noqa: F401
+    except ImportError:
+        sys.exit('error: converting the palm detector needs the "tflite" package (flatbuffer schema bindings, no '
+                 'TensorFlow): pip install "modelscope-handkp[convert]"  (or: pip install "tflite>=2.10")')
     for v in variants:
         try:
             path = convert_palm_detector(args.tflite, args.out_dir, v, overwrite=args.overwrite)
-        except FileExistsError as e:
+        except (FileExistsError, RuntimeError) as e:  # RuntimeError: the mediapipe wheel could not be fetched
             sys.exit(f'error: {e}')
         print(f'{v}: wrote {path} and {path.with_suffix(".json")}')
 

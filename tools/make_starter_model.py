@@ -62,6 +62,10 @@ def main(argv=None):
     size_mb = weights.stat().st_size / 1e6
     if size_mb > MAX_MB:
         raise SystemExit(f'{weights} is {size_mb:.1f} MB; the package ships at most {MAX_MB:.0f} MB.')
+    if not Path(args.card).is_file():
+        raise SystemExit(f'{args.card} not found: pass --card the model card to copy as README.md.')
+    if dest.exists() and not dest.is_dir():
+        raise SystemExit(f'{dest} is a file, not a model directory; pass another --dest.')
     if dest.exists() and any(dest.iterdir()) and not args.overwrite:
         raise SystemExit(f'{dest} exists; pass --overwrite to replace the bundled starter model.')
 
@@ -92,8 +96,11 @@ def main(argv=None):
         shutil.copyfile(args.card, stage / 'README.md')
         keep = [p for p in dest.iterdir() if p.name not in ('configuration.json', 'pytorch_model.pt', 'README.md')] \
             if dest.exists() else []
-        for p in keep:  # anything else put there by hand stays
-            shutil.copy2(p, stage / p.name)
+        for p in keep:  # anything else put there by hand stays (folders too)
+            if p.is_dir():
+                shutil.copytree(p, stage / p.name, symlinks=True)
+            else:
+                shutil.copy2(p, stage / p.name)
         if dest.exists():
             shutil.rmtree(dest)
         shutil.move(str(stage), str(dest))

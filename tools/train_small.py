@@ -73,14 +73,23 @@ def train_pipeline(size: int, augment: str) -> list:
 
 
 def small_model_dir(dst: str, size: int, width: int, blocks: int, overwrite: bool, augment: str = 'standard',
-                    init_from: str | None = None) -> str:
+                    init_from: str | None = None, resume: bool = False) -> str:
     """A model directory (this plugin's format) for the small network: configuration only (random
-    initial weights), or with a copy of ``init_from``'s weights to fine-tune them."""
+    initial weights), or with a copy of ``init_from``'s weights to fine-tune them.
+
+    Weights that an earlier ``--init-from`` run left in ``dst`` are never used silently by a run without
+    ``--init-from`` (the trainer would start from them): they are removed with ``overwrite``, kept with
+    ``resume`` (the run being continued started from them), else a ``FileExistsError`` says so."""
     from modelscope_handkp.model_dir import handkp_configuration
     from modelscope_handkp.models import hrnet_extra, hrnet_model_cfg
     mc = hrnet_model_cfg(hrnet_extra(width, blocks=blocks, modules=(1, 1, 2, 1), stem_blocks=2),
                          image_size=(size, size))
     if init_from is not None:
+        for name in ('configuration.json', 'pytorch_model.pt'):
+            if not os.path.isfile(os.path.join(init_from, name)):
+                raise FileNotFoundError(f'--init-from {init_from}: {name} not found; pass a model directory with '
+                                        'configuration.json and pytorch_model.pt (e.g. a previous run\'s '
+                                        'output_best/).')
         src = json.load(open(os.path.join(init_from, 'configuration.json'))).get('model', {})
         want = json.loads(json.dumps(mc))
         if any(src.get(k) != want[k] for k in ('backbone', 'image_size')):
@@ -105,6 +114,13 @@ def small_model_dir(dst: str, size: int, width: int, blocks: int, overwrite: boo
     text = json.dumps(cfg, indent=2) + '\n'
     if os.path.exists(path) and open(path).read() != text and not overwrite:
         raise FileExistsError(f'{path} exists with other settings; pass --overwrite or another --work-dir.')
+    stale = os.path.join(dst, 'pytorch_model.pt')
+    if init_from is None and os.path.exists(stale) and not resume:
+        if not overwrite:
+            raise FileExistsError(f'{stale} holds the weights of an earlier --init-from run, which this run would '
+                                  'start from; pass --init-from again, --overwrite to train from random weights, '
+                                  'or another --work-dir.')
+        os.remove(stale)
     os.makedirs(dst, exist_ok=True)
     with open(path, 'w') as f:
         f.write(text)
@@ -156,8 +172,11 @@ def main(argv=None):
     rank = int(os.environ.get('RANK', 0))
     model_dir = os.path.join(work_dir, 'init_model')
     if rank == 0:
-        small_model_dir(model_dir, args.size, args.width, args.blocks, args.overwrite or args.resume,
-                        augment=args.augment, init_from=args.init_from)
+        try:
+            small_model_dir(model_dir, args.size, args.width, args.blocks, args.overwrite or args.resume,
+                            augment=args.augment, init_from=args.init_from, resume=args.resume)
+        except (FileExistsError, FileNotFoundError, ValueError) as e:
+            ap.error(str(e))
     if int(os.environ.get('WORLD_SIZE', 1)) > 1:
         import time
         while not os.path.exists(os.path.join(model_dir, 'configuration.json')):

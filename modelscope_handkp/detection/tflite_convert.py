@@ -386,10 +386,11 @@ def convert_palm_detector(tflite_path=None, out_dir='.', variant: str = 'full', 
     for p in (pt_path, json_path):
         if p.exists() and not overwrite:
             raise FileExistsError(f'{p} exists; pass overwrite=True (CLI: --overwrite) to replace it')
+    _import_tflite()  # before any download: without the parser a fetched wheel is of no use
+    if tflite_path is not None and not Path(tflite_path).is_file():
+        raise FileNotFoundError(f'{tflite_path} does not exist: pass the path of palm_detection_{variant}.tflite, '
+                                f'or no path to fetch it from the mediapipe=={MEDIAPIPE_VERSION} wheel')
     src = Path(tflite_path) if tflite_path is not None else fetch_palm_tflite(variant, cache_dir)
-    if not src.is_file():
-        raise FileNotFoundError(f'{src} does not exist: pass the path of palm_detection_{variant}.tflite '
-                                f'or None to fetch it from the mediapipe=={MEDIAPIPE_VERSION} wheel')
     state, info = tflite_to_state_dict(read_tflite(src), variant)
     if info['tflite_sha256'] != TFLITE_SHA256[variant]:
         warnings.warn(f'{src} is not the palm_detection_{variant}.tflite of mediapipe {MEDIAPIPE_VERSION} '
