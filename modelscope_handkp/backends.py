@@ -35,8 +35,9 @@ All backends give the eager keypoints within float32 rounding (tests/test_backen
 measured speeds are in ``benchmarks/run.py``.
 
 The ONNX cache lives in ``$MODELSCOPE_HANDKP_CACHE/onnx`` (default ``~/.cache/modelscope_handkp/onnx``;
-a temporary directory if that is not writable).  A cached graph that does not load (a damaged file) is
-exported again once.
+a temporary directory, with a warning, if that is not writable).  A cached graph that does not load (a
+damaged file) is exported again once.  OpenVINO caches its compiled models there too, also for a graph
+given as ``onnx_path=`` (nothing is written next to it).
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -86,14 +88,21 @@ def onnx_cache_dir() -> Path:
     """Directory for exported graphs: ``$MODELSCOPE_HANDKP_CACHE/onnx`` or ``~/.cache/modelscope_handkp/onnx``."""
     env = os.environ.get('MODELSCOPE_HANDKP_CACHE')
     base = Path(env) if env else Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'modelscope_handkp'
-    for candidate in (base / 'onnx', Path(tempfile.gettempdir()) / f'modelscope_handkp-{os.getuid()}' / 'onnx'):
+    preferred = base / 'onnx'
+    reasons = []
+    for candidate in (preferred, Path(tempfile.gettempdir()) / f'modelscope_handkp-{os.getuid()}' / 'onnx'):
         try:
             candidate.mkdir(parents=True, exist_ok=True)
             if os.access(candidate, os.W_OK):
+                if reasons:
+                    logger.warning('the ONNX cache directory %s cannot be used (%s); using %s instead (set '
+                                   'MODELSCOPE_HANDKP_CACHE to a writable directory)', preferred, reasons[0], candidate)
                 return candidate
-        except OSError:
-            continue
-    raise BackendError('no writable directory for the ONNX cache; set MODELSCOPE_HANDKP_CACHE to one.')
+            reasons.append('not writable')
+        except OSError as e:
+            reasons.append(f'{type(e).__name__}: {e}')
+    raise BackendError(f'no writable directory for the ONNX cache ({preferred}: {reasons[0]}; the temporary '
+                       f'directory: {reasons[-1]}); set MODELSCOPE_HANDKP_CACHE to one.')
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -159,9 +168,11 @@ def ort_session(path, threads: int, optimization: str = 'all', spinning: bool = 
     return ort.InferenceSession(str(path), opts, providers=['CPUExecutionProvider'])
 
 
-def openvino_core(cache_dir: Path):
-    """An OpenVINO ``Core`` whose compiled models are cached in ``cache_dir / 'openvino'``."""
+def openvino_core(cache_dir: Path | None):
+    """An OpenVINO ``Core`` whose compiled models are cached in ``cache_dir / 'openvino'`` (None: not cached)."""
     core = require_module('openvino', 'openvino').Core()
+    if cache_dir is None:
+        return core
     try:
         core.set_property({'CACHE_DIR': str(Path(cache_dir) / 'openvino')})
     except Exception:  # noqa: BLE001 - the compiled-model cache is only an optimisation
@@ -356,7 +367,9 @@ class OpenVinoBackend(_OnnxFileBackend):
     def __init__(self, model: nn.Module, num_threads: int | None = None, onnx_path=None, streams: int | None = None):
         require_module('openvino', 'openvino')  # before the (slow) export
         super().__init__(model, num_threads, onnx_path)
-        self._core = openvino_core(self.onnx_path.parent)
+        # compiled blobs go to the cache, never next to a graph the caller named (e.g. in a model directory)
+        self._core = openvino_core(self.onnx_path.parent if onnx_path is None else _optional_cache_dir())
+        self._lock = threading.Lock()  # infer requests are not thread-safe: one batch at a time
         self._graph = self._core.read_model(str(self.onnx_path))
         self.streams = max(1, int(streams) if streams is not None else self.threads)
         self.compiled = self.request = None
@@ -376,6 +389,10 @@ class OpenVinoBackend(_OnnxFileBackend):
         return self.request
 
     def _run(self, batch):
+        with self._lock:
+            return self._run_locked(batch)
+
+    def _run_locked(self, batch):
         n = batch.shape[0]
         if n < 2 or not self.requests:
             request = self._latency_request()
@@ -389,6 +406,14 @@ class OpenVinoBackend(_OnnxFileBackend):
         for request in used:
             request.wait()
         return np.concatenate([np.asarray(r.get_output_tensor(0).data) for r in used], axis=0)
+
+
+def _optional_cache_dir() -> Path | None:
+    """:func:`onnx_cache_dir`, or None when there is none (for caches that are only an optimisation)."""
+    try:
+        return onnx_cache_dir()
+    except BackendError:
+        return None
 
 
 _CLASSES = {'eager': EagerBackend, 'fused': FusedBackend, 'onnxruntime': OnnxRuntimeBackend,

@@ -57,15 +57,30 @@ def _numpy_globals() -> list:
     import numpy as np
     core = getattr(np, '_core', None) or np.core  # numpy 2.x / 1.x
     found = [np.dtype, np.ndarray]
+    # a pickle names a function by the module it had when it was saved: numpy.core.multiarray (numpy 1.x,
+    # e.g. every mmcv / EasyCV checkpoint) or numpy._core.multiarray (numpy 2); accept both names
+    renames = _allows_renamed_globals()
     for name in ('scalar', '_reconstruct'):
         fn = getattr(getattr(core, 'multiarray', None), name, None)
         if fn is not None:
             found.append(fn)
+            if renames:
+                found += [(fn, f'{module}.{name}') for module in ('numpy.core.multiarray', 'numpy._core.multiarray')
+                          if module != getattr(fn, '__module__', None)]
     dtypes = getattr(np, 'dtypes', None)  # numpy >= 1.25: one class per dtype
     if dtypes is not None:
         found += [cls for cls in (getattr(dtypes, n) for n in dir(dtypes) if n.endswith('DType'))
                   if isinstance(cls, type)]
     return found
+
+
+def _allows_renamed_globals() -> bool:
+    """Whether ``torch.serialization.safe_globals`` takes ``(global, 'module.name')`` pairs (torch >= 2.6)."""
+    try:
+        major, minor = (int(v) for v in torch.__version__.split('+')[0].split('.')[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (2, 6)
 
 
 def read_state_dict(path_or_obj) -> dict[str, torch.Tensor]:

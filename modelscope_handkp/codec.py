@@ -15,8 +15,11 @@ Everything is vectorised over hands and keypoints; the numbers equal EasyCV's
 """
 from __future__ import annotations
 
+import warnings
+
 import cv2
 import numpy as np
+import torch
 
 from .transforms import heatmap_to_image
 
@@ -25,7 +28,10 @@ POST_PROCESS_MODES = ('unbiased', 'default', None)
 
 def _to_numpy(x) -> np.ndarray:
     if hasattr(x, 'detach'):
-        x = x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        if x.is_floating_point() and x.dtype not in (torch.float32, torch.float64):
+            x = x.float()  # bfloat16 has no NumPy dtype
+        x = x.numpy()
     return np.asarray(x, dtype=np.float32)
 
 
@@ -129,6 +135,9 @@ def decode_heatmaps(heatmaps, centers, scales, post_process: str | None = 'unbia
     n, k, h, w = hm.shape
     if n == 0:
         return np.zeros((0, k, 2), np.float32), np.zeros((0, k, 1), np.float32)
+    # crop geometry may come as tensors too (CUDA, requiring grad): NumPy cannot read those itself
+    centers, scales = _to_numpy(centers), _to_numpy(scales)
+    rotations = None if rotations is None else _to_numpy(rotations)
     preds, maxvals = argmax_2d(hm)
     if post_process == 'unbiased':
         log_hm = np.log(np.maximum(gaussian_blur_max_preserving(hm, kernel), np.float32(1e-10)))
@@ -136,6 +145,12 @@ def decode_heatmaps(heatmaps, centers, scales, post_process: str | None = 'unbia
     elif post_process == 'default':
         preds = quarter_offset(hm, preds)
     coords = heatmap_to_image(preds, centers, scales, heatmap_size=(w, h), rotations=rotations)
+    # a NaN or +inf pixel anywhere in a map makes its peak value non-finite: checking N x K results is enough
+    bad = ~(np.isfinite(coords).all(axis=-1) & np.isfinite(maxvals[..., 0]))
+    if bad.any():
+        warnings.warn(f'{int(bad.sum())} of {bad.size} heatmaps contain NaN or infinite values; their keypoints '
+                      'and scores are meaningless (NaN, or the "no peak" point). Check the network input and '
+                      'weights (a float16 overflow?).', RuntimeWarning, stacklevel=2)
     return coords, maxvals
 
 

@@ -21,6 +21,7 @@ Coordinates are then mapped from heatmap pixels to image pixels with the crop's 
 from __future__ import annotations
 
 import math
+import warnings
 
 import cv2
 import numpy as np
@@ -40,7 +41,7 @@ _TAYLOR_OFFSETS = ((0, 0), (0, 1), (0, -1), (1, 0), (-1, 0), (0, 2), (0, -2), (2
 _QUARTER_OFFSETS = ((0, 1), (0, -1), (1, 0), (-1, 0))
 
 
-def gaussian_kernel_1d(kernel: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def gaussian_kernel_1d(kernel: int, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
     """OpenCV's ``getGaussianKernel(kernel, 0)`` (float64, then cast), taken from OpenCV itself: for
     sizes up to 7 OpenCV uses fixed tables that differ from the sigma formula, and the reference blur
     (``cv2.GaussianBlur(..., (k, k), 0)``) uses the same weights."""
@@ -48,7 +49,7 @@ def gaussian_kernel_1d(kernel: int, dtype: torch.dtype = torch.float32) -> torch
     if kernel % 2 != 1 or kernel < 1:
         raise ValueError(f'the blur kernel must be a positive odd number, got {kernel}')
     g = cv2.getGaussianKernel(kernel, 0, ktype=cv2.CV_64F).reshape(-1)
-    return torch.from_numpy(np.ascontiguousarray(g)).to(dtype)
+    return torch.from_numpy(np.ascontiguousarray(g)).to(device=device, dtype=dtype)
 
 
 def _flat(maps: torch.Tensor) -> torch.Tensor:
@@ -72,7 +73,7 @@ def argmax_2d(heatmaps: torch.Tensor):
     return idx, torch.gather(flat, 2, idx.unsqueeze(-1)).squeeze(-1)
 
 
-def blur_matrix(size: int, kernel: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def blur_matrix(size: int, kernel: int, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
     """[size, size] banded matrix ``T`` with ``(T @ x)[i] = sum_j g[j - i + b] * x[j]``: a 1-D
     Gaussian blur with zero padding as one matrix product (``g`` from :func:`gaussian_kernel_1d`)."""
     b = (kernel - 1) // 2
@@ -81,7 +82,8 @@ def blur_matrix(size: int, kernel: int, dtype: torch.dtype = torch.float32) -> t
     j = torch.arange(size).reshape(1, -1)
     tap = j - i + b
     inside = (tap >= 0) & (tap < kernel)
-    return torch.where(inside, g[tap.clamp(0, kernel - 1)], torch.zeros((), dtype=torch.float64)).to(dtype)
+    return torch.where(inside, g[tap.clamp(0, kernel - 1)], torch.zeros((), dtype=torch.float64)).to(device=device,
+                                                                                                   dtype=dtype)
 
 
 def gaussian_blur_max_preserving(heatmaps: torch.Tensor, kernel: int = 11, rows: torch.Tensor | None = None,
@@ -92,8 +94,8 @@ def gaussian_blur_max_preserving(heatmaps: torch.Tensor, kernel: int = 11, rows:
     much faster on CPU than single-channel convolutions, and trace to ONNX ``MatMul``.
     """
     h, w = int(heatmaps.shape[-2]), int(heatmaps.shape[-1])
-    ty = blur_matrix(h, kernel, heatmaps.dtype) if rows is None else rows
-    tx = blur_matrix(w, kernel, heatmaps.dtype) if cols is None else cols
+    ty = blur_matrix(h, kernel, heatmaps.dtype, heatmaps.device) if rows is None else rows
+    tx = blur_matrix(w, kernel, heatmaps.dtype, heatmaps.device) if cols is None else cols
     blurred = torch.matmul(torch.matmul(ty, heatmaps), tx.transpose(0, 1))
     orig_max = heatmaps.amax(dim=(2, 3), keepdim=True)
     new_max = blurred.amax(dim=(2, 3), keepdim=True)
@@ -102,8 +104,8 @@ def gaussian_blur_max_preserving(heatmaps: torch.Tensor, kernel: int = 11, rows:
 
 def _gather(flat: torch.Tensor, px: torch.Tensor, py: torch.Tensor, width: int, offsets) -> torch.Tensor:
     """Values of ``flat`` [N, K, H*W] at ``(py + dy, px + dx)`` for every offset -> [N, K, len(offsets)]."""
-    dy = torch.tensor([o[0] for o in offsets], dtype=torch.int64)
-    dx = torch.tensor([o[1] for o in offsets], dtype=torch.int64)
+    dy = torch.tensor([o[0] for o in offsets], dtype=torch.int64, device=flat.device)
+    dx = torch.tensor([o[1] for o in offsets], dtype=torch.int64, device=flat.device)
     index = (py.unsqueeze(-1) + dy) * width + (px.unsqueeze(-1) + dx)
     return torch.gather(flat, 2, index)
 
@@ -145,17 +147,26 @@ def quarter_offset(heatmaps: torch.Tensor, px: torch.Tensor, py: torch.Tensor, v
     return off_x, off_y
 
 
+def _like(x, ref: torch.Tensor) -> torch.Tensor:
+    """``x`` (tensor, array or list) on ``ref``'s device and dtype (no constant is traced for tensors)."""
+    if not isinstance(x, torch.Tensor):
+        x = torch.as_tensor(np.asarray(x, dtype=np.float64))
+    return x.to(device=ref.device, dtype=ref.dtype)
+
+
 def heatmap_to_image(coords: torch.Tensor, centers: torch.Tensor, scales: torch.Tensor, heatmap_size,
                      rotations: torch.Tensor | None = None) -> torch.Tensor:
     """Heatmap coordinates [N, K, 2] -> image pixels; the torch twin of
-    :func:`modelscope_handkp.transforms.heatmap_to_image`."""
-    size = torch.tensor([float(heatmap_size[0]), float(heatmap_size[1])], dtype=coords.dtype)
-    px = scales.to(coords.dtype) * PIXEL_STD  # [N, 2] crop size in image pixels
-    centers = centers.to(coords.dtype)
+    :func:`modelscope_handkp.transforms.heatmap_to_image`.  ``centers``/``scales`` may be [N, 2] or one [2]
+    shared by all hands (tensors, or arrays/lists); they are moved to ``coords``' device."""
+    size = torch.tensor([float(heatmap_size[0]), float(heatmap_size[1])], dtype=coords.dtype, device=coords.device)
+    scales = _like(scales, coords).reshape(-1, 2)
+    centers = _like(centers, coords).reshape(-1, 2)
+    px = scales * PIXEL_STD  # [N, 2] crop size in image pixels
     if rotations is None:
         return coords * (px / size).unsqueeze(1) + (centers - px * 0.5).unsqueeze(1)
     offset = (coords - size * 0.5) * (px / size).unsqueeze(1)
-    rad = rotations.to(coords.dtype).reshape(-1, 1) * (math.pi / 180.0)
+    rad = _like(rotations, coords).reshape(-1, 1) * (math.pi / 180.0)
     cs, sn = torch.cos(rad), torch.sin(rad)
     x = offset[..., 0] * cs - offset[..., 1] * sn
     y = offset[..., 0] * sn + offset[..., 1] * cs
@@ -173,15 +184,15 @@ def _local_log_blur(heatmaps: torch.Tensor, px: torch.Tensor, py: torch.Tensor, 
     h, w = int(heatmaps.shape[-2]), int(heatmaps.shape[-1])
     b = (kernel - 1) // 2
     span = 5 + 2 * b
-    steps = torch.arange(span, dtype=torch.int64) - (2 + b)
+    steps = torch.arange(span, dtype=torch.int64, device=heatmaps.device) - (2 + b)
     rows = py.unsqueeze(-1) + steps  # [N, K, span]
     cols = px.unsqueeze(-1) + steps
     # read with clamped indices; the zero padding goes into the blur matrices instead of the
     # patch: A @ (m_r * P * m_c) @ A^T = (A * m_r) @ P @ (A * m_c)^T
     index = rows.clamp(0, h - 1).unsqueeze(-1) * w + cols.clamp(0, w - 1).unsqueeze(-2)  # [N, K, span, span]
     patch = torch.gather(_flat(heatmaps), 2, index.flatten(2)).reshape(index.shape)
-    g = gaussian_kernel_1d(kernel, heatmaps.dtype)
-    a = torch.zeros(5, span, dtype=heatmaps.dtype)  # a[r, r:r+k] = g
+    g = gaussian_kernel_1d(kernel, heatmaps.dtype, heatmaps.device)
+    a = torch.zeros(5, span, dtype=heatmaps.dtype, device=heatmaps.device)  # a[r, r:r+k] = g
     for r in range(5):
         a[r, r:r + kernel] = g
     a_rows = a * ((rows >= 0) & (rows < h)).to(a.dtype).unsqueeze(-2)  # [N, K, 5, span]
@@ -255,8 +266,12 @@ def decode_heatmaps(heatmaps: torch.Tensor, centers: torch.Tensor, scales: torch
         raise ValueError(f"blur must be 'auto', 'full' or 'local', got {blur!r}")
     if heatmaps.dim() != 4:
         raise ValueError(f'heatmaps must be [N, K, H, W], got shape {tuple(heatmaps.shape)}')
+    if heatmaps.dtype not in (torch.float32, torch.float64):
+        # float16/bfloat16 (autocast, .half() models) would run the log/Newton step and hold image
+        # coordinates in 10-/7-bit mantissas (1 px steps above 1024 px in float16); int maps cannot blur
+        heatmaps = heatmaps.to(torch.float32)
+    tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
     if blur == 'auto':
-        tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
         blur = 'full' if tracing else 'local'
     h, w = int(heatmaps.shape[-2]), int(heatmaps.shape[-1])
     idx, maxvals = argmax_2d(heatmaps)
@@ -278,7 +293,19 @@ def decode_heatmaps(heatmaps: torch.Tensor, centers: torch.Tensor, scales: torch
     minus_one = torch.full_like(x, -1.0)
     coords = torch.stack([torch.where(valid, x, minus_one), torch.where(valid, y, minus_one)], dim=-1)
     coords = heatmap_to_image(coords, centers, scales, (w, h), rotations)
+    if not tracing:
+        _warn_non_finite(coords, maxvals)
     return coords, maxvals.unsqueeze(-1)
+
+
+def _warn_non_finite(coords: torch.Tensor, maxvals: torch.Tensor) -> None:
+    """Warn when heatmaps with NaN/inf values made NaN keypoints or scores (checked on the N x K
+    results only: a NaN or +inf pixel anywhere in a map makes its peak value non-finite)."""
+    bad = ~(torch.isfinite(coords).all(dim=-1) & torch.isfinite(maxvals))
+    if bool(bad.any()):
+        warnings.warn(f'{int(bad.sum())} of {bad.numel()} heatmaps contain NaN or infinite values; their keypoints '
+                      'and scores are meaningless (NaN, or the "no peak" point). Check the network input and '
+                      'weights (a float16 overflow?).', RuntimeWarning, stacklevel=3)
 
 
 @torch.no_grad()

@@ -27,7 +27,10 @@ SUPPORTED_METRIC_NAMES = ('PCK', 'AUC', 'EPE', 'NME')
 
 def _np(x) -> np.ndarray:
     if hasattr(x, 'detach'):
-        x = x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        if x.is_floating_point() and x.itemsize < 4:
+            x = x.float()  # bfloat16 has no NumPy dtype (float16 would only lose precision)
+        x = x.numpy()
     return np.asarray(x)
 
 

@@ -54,7 +54,11 @@ def _as_batch(centers, scales, rotations):
     scales = np.asarray(scales, dtype=np.float32).reshape(-1, 2)
     if rotations is None:
         rotations = np.zeros(len(centers), dtype=np.float32)
-    rotations = np.broadcast_to(np.asarray(rotations, dtype=np.float32).reshape(-1), (len(centers), )).copy()
+    rotations = np.asarray(rotations, dtype=np.float32).reshape(-1)
+    if len(rotations) not in (1, len(centers)):
+        raise ValueError(f'{len(centers)} centers but {len(rotations)} rotations; pass one rotation per crop, '
+                         'one for all, or None')
+    rotations = np.broadcast_to(rotations, (len(centers), )).copy()
     if len(scales) != len(centers):
         raise ValueError(f'{len(centers)} centers but {len(scales)} scales')
     return centers, scales, rotations
@@ -68,6 +72,13 @@ def get_affine_matrices(centers, scales, rotations=None, output_size=(256, 256),
     """
     centers, scales, rotations = _as_batch(centers, scales, rotations)
     n = len(centers)
+    bad = ~(np.isfinite(centers).all(axis=1) & np.isfinite(rotations) & np.isfinite(scales[:, 0])
+            & (scales[:, 0] > 0))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f'crop {i}: center {centers[i].tolist()}, scale {scales[i].tolist()}, rotation '
+                         f'{float(rotations[i])} cannot make a crop; the scale (box size / 200 px) must be positive '
+                         'and all values finite: drop zero-size or NaN boxes first.')
     src_w = scales[:, 0] * np.float32(PIXEL_STD)
     dst_w, dst_h = float(output_size[0]), float(output_size[1])
     rad = np.pi * rotations.astype(np.float64) / 180.0
@@ -116,7 +127,9 @@ def ensure_rgb_uint8(image: np.ndarray) -> np.ndarray:
     img = np.asarray(image)
     if img.dtype == np.uint16:
         img = (img >> 8).astype(np.uint8)
-    elif img.dtype in (np.float32, np.float64):
+    elif np.issubdtype(img.dtype, np.floating):
+        if not np.isfinite(img).all():
+            raise ValueError('the image contains NaN or infinite values; pass finite pixel values.')
         img = np.clip(np.rint(img * 255.0 if img.max(initial=0) <= 1.0 else img), 0, 255).astype(np.uint8)
     elif img.dtype != np.uint8:
         raise TypeError(f'images must be uint8 (or uint16/float) arrays, got dtype {img.dtype}')
@@ -166,6 +179,9 @@ def heatmap_to_image(coords, centers, scales, heatmap_size=(64, 64), rotations=N
     """
     coords = np.asarray(coords, dtype=np.float32)
     centers, scales, rotations = _as_batch(centers, scales, rotations)
+    if coords.ndim == 3 and len(centers) not in (1, len(coords)):
+        raise ValueError(f'{len(coords)} hands of coordinates but {len(centers)} centers/scales; pass one '
+                         'center and scale per hand (or one for all).')
     size = np.asarray(heatmap_size, dtype=np.float32)
     px = scales * np.float32(PIXEL_STD)  # [N, 2] crop size in image pixels
     if not np.any(rotations):

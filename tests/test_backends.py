@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -466,3 +467,75 @@ def test_backends_read_the_kernel_alias():
     m.cfg['test_cfg']['kernel'] = 4
     with pytest.raises(Exception, match='positive odd integer'):
         make_backend(m, 'eager')
+
+
+@pytest.mark.skipif(not HAS_OV, reason='openvino not installed (optional backend: pip install openvino)')
+def test_openvino_backend_is_safe_to_share_between_threads():
+    """One pipeline (so one backend) called from several threads: OpenVINO infer requests are not
+    thread-safe (a second start_async on a busy request raised 'Infer Request is busy', and a request
+    re-run before its results were read gave one thread the other's heatmaps)."""
+    import threading
+    m = _tiny_model()
+    backend = backends.OpenVinoBackend(m, num_threads=2, streams=2)
+    g = torch.Generator().manual_seed(1)
+    crops = [torch.randn(n, 3, 64, 64, generator=g) for n in (1, 2, 3, 1)]
+    refs = [backend.heatmaps(x, flip_test=flip) for x in crops for flip in (True, False)]
+    errors, wrong = [], []
+
+    def work(t):
+        try:
+            for i in range(12):
+                j = (t + i) % len(refs)
+                hm = backend.heatmaps(crops[j // 2], flip_test=j % 2 == 0)
+                if hm.shape != refs[j].shape or not torch.equal(hm, refs[j]):
+                    wrong.append(j)
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=work, args=(t, )) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and wrong == []
+
+
+def test_cache_falls_back_to_the_temporary_directory_with_a_warning(tmp_path, monkeypatch, caplog):
+    blocked = tmp_path / 'not_a_directory'
+    blocked.write_text('a file where the cache should be')
+    monkeypatch.setenv('MODELSCOPE_HANDKP_CACHE', str(blocked))
+    monkeypatch.setattr(backends.tempfile, 'gettempdir', lambda: str(tmp_path / 'tmp'))
+    with caplog.at_level(logging.WARNING, logger='modelscope_handkp.backends'):
+        got = backends.onnx_cache_dir()
+    assert got == tmp_path / 'tmp' / f'modelscope_handkp-{os.getuid()}' / 'onnx' and got.is_dir()
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and str(blocked / 'onnx') in warned[0] and str(got) in warned[0]
+    assert 'MODELSCOPE_HANDKP_CACHE' in warned[0]
+    caplog.clear()
+    monkeypatch.setenv('MODELSCOPE_HANDKP_CACHE', str(tmp_path / 'fine'))  # a usable cache: no warning
+    with caplog.at_level(logging.WARNING, logger='modelscope_handkp.backends'):
+        assert backends.onnx_cache_dir() == tmp_path / 'fine' / 'onnx'
+    assert not caplog.records
+    (tmp_path / 'tmp').rename(tmp_path / 'tmp_gone')
+    (tmp_path / 'tmp').write_text('no temporary directory either')
+    monkeypatch.setenv('MODELSCOPE_HANDKP_CACHE', str(blocked))
+    with pytest.raises(backends.BackendError, match='MODELSCOPE_HANDKP_CACHE'):
+        backends.onnx_cache_dir()
+
+
+@pytest.mark.skipif(not HAS_OV, reason='openvino not installed (optional backend: pip install openvino)')
+def test_openvino_writes_nothing_next_to_a_given_graph(tmp_path):
+    """A graph passed as onnx_path= (e.g. one exported into a model directory): OpenVINO's compiled-model
+    cache goes to the ONNX cache, not into a new 'openvino' folder beside the graph."""
+    from modelscope_handkp.export import export_keypoint_net
+    m = _tiny_model()
+    folder = tmp_path / 'model_dir'
+    folder.mkdir()
+    graph = export_keypoint_net(m, folder / 'net.onnx')
+    backend = backends.OpenVinoBackend(m, num_threads=2, onnx_path=graph, streams=2)
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = m(x)
+    hm = backend.heatmaps(x, flip_test=False)
+    assert float((hm - ref).abs().max() / ref.abs().max()) <= 1e-5
+    assert sorted(p.name for p in folder.iterdir()) == ['net.onnx']

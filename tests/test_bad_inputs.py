@@ -120,6 +120,16 @@ def test_box_that_is_empty_in_float32(tiny, photo):
         tiny(photo, boxes=[[100.0, 10.0, 100.000001, 50.0]])
 
 
+def test_ragged_boxes_say_what_is_wrong(tiny, photo):
+    """Per-image box lists of different lengths (or text) are not one [M, 4] list: the error says so
+    instead of numpy's 'inhomogeneous shape'."""
+    with pytest.raises(ValueError, match=r'one list of \[x1, y1, x2, y2\].*call the pipeline once per image'):
+        tiny(photo, boxes=[[[10, 10, 60, 60]], [[5, 5, 30, 30], [40, 40, 80, 80]]])
+    with pytest.raises(ValueError, match='could not read them as numbers'):
+        tiny(photo, boxes=[['10', 'a', 60, 60]])
+    assert tiny(photo, boxes=[[10, 10, 60, 60]])[OutputKeys.KEYPOINTS].shape == (1, 21, 3)
+
+
 def test_text_named_jpg(tiny, tmp_path):
     (tmp_path / 'notes.jpg').write_text('this is not an image\n')
     with pytest.raises(ImageReadError, match=r'not a readable image \(text.*pass a JPEG/PNG'):

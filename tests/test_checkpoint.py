@@ -90,3 +90,28 @@ def test_numpy_values_in_the_meta_are_data(tmp_path, weights):
     torch.save({'state_dict': weights, 'meta': meta}, tmp_path / 'mmdet.pth')
     sd = read_state_dict(tmp_path / 'mmdet.pth')
     assert sorted(sd) == sorted(weights) and all(torch.equal(sd[k], weights[k]) for k in weights)
+
+
+def test_numpy_values_saved_by_numpy_1_load_under_numpy_2_and_back(tmp_path, weights):
+    """Checkpoints name numpy's reconstructors by the module they had when saved: numpy.core.multiarray
+    (numpy 1.x: every published mmcv / mmdet / EasyCV checkpoint) or numpy._core.multiarray (numpy 2).
+    Both load, safely, whichever numpy is installed."""
+    import zipfile
+
+    import numpy as np
+    meta = {'hook_msgs': {'best_score': np.float64(0.91), 'hist': np.arange(3.0)}}
+    torch.save({'state_dict': weights, 'meta': meta}, tmp_path / 'now.pth')
+    names = (b'numpy.core.multiarray\n', b'numpy._core.multiarray\n')  # protocol-2 GLOBAL: "module\nname\n"
+    with zipfile.ZipFile(tmp_path / 'now.pth') as src:
+        pkl = [n for n in src.namelist() if n.endswith('/data.pkl')][0]
+        saved = src.read(pkl)
+        have = [n for n in names if n in saved]
+        assert len(have) == 1 and saved.count(have[0]) >= 2  # scalar and _reconstruct
+        for name in names:  # the file as numpy 1.x and as numpy 2 write it
+            out = tmp_path / f'{name.decode().strip()}.pth'
+            with zipfile.ZipFile(out, 'w', zipfile.ZIP_STORED) as dst:
+                for info in src.infolist():
+                    data = src.read(info)
+                    dst.writestr(info.filename, data.replace(have[0], name) if info.filename == pkl else data)
+            sd = read_state_dict(out)
+            assert sorted(sd) == sorted(weights) and all(torch.equal(sd[k], weights[k]) for k in weights), out.name

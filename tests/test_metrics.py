@@ -27,3 +27,18 @@ def test_small_hand_by_hand():
     assert m['EPE'] == pytest.approx(17.5)
     # AUC: thresholds 0..28.5 px step 1.5; 5 px is inside for 16 of 20 thresholds, 30 px never
     assert m['AUC'] == pytest.approx((16 / 20) * 0.5)
+
+
+def test_easycv_metric_accepts_bfloat16_predictions():
+    """Predictions from a bfloat16 model (autocast) raised 'Got unsupported ScalarType BFloat16'."""
+    import torch
+
+    from modelscope_handkp.evaluation import EasyCVMetric
+    gt = np.zeros((2, 3, 2), np.float32)
+    pred = torch.tensor([[[3.0, 4.0], [30.0, 0.0], [0.0, 0.0]]] * 2, dtype=torch.bfloat16)
+    metric = EasyCVMetric()
+    metric.add({'preds': pred}, {'joints': torch.from_numpy(gt), 'visible': torch.tensor([[1, 1, 0]] * 2),
+                                 'bbox': torch.tensor([[0.0, 0.0, 50.0, 100.0]] * 2), 'index': torch.tensor([0, 1])})
+    m = metric.evaluate()
+    assert m['PCK'] == pytest.approx(0.5) and m['EPE'] == pytest.approx(17.5)
+    assert m['AUC'] == pytest.approx((16 / 20) * 0.5)

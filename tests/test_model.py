@@ -76,3 +76,36 @@ def test_unsupported_architecture_is_named():
     cfg['backbone']['type'] = 'ResNet'
     with pytest.raises(ValueError, match="'ResNet'"):
         build_hand_model(cfg)
+
+
+def _tiny_model():
+    torch.manual_seed(0)
+    m = build_hand_model(hrnet_model_cfg(hrnet_extra(width=8, blocks=1, modules=(1, 1, 1, 1), stem_blocks=1),
+                                         image_size=(64, 64)))
+    with torch.no_grad():  # non-trivial BN statistics, so folding changes every weight
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.2, 0.2)
+                mod.running_var.uniform_(0.5, 2.0)
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.1, 0.1)
+    return m.eval()
+
+
+def test_fold_batchnorm_keeps_dtype_and_device():
+    """Folded convs were made as CPU float32: a float64 (or CUDA / half) model failed after folding with
+    'Input type (double) and bias type (float) should be the same'."""
+    from modelscope_handkp.models.fuse import fold_batchnorm, fold_conv_bn
+    m = _tiny_model().double()
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    folded = fold_batchnorm(m)
+    assert folded.num_folded_bn > 0 and not m.training and not folded.training
+    with torch.no_grad():
+        ref, out = m(x), folded(x)
+    assert out.dtype == torch.float64
+    assert (out - ref).abs().max().item() <= 1e-9 * max(1.0, ref.abs().max().item())
+    conv = torch.nn.Conv2d(3, 4, 3, bias=False, device='meta', dtype=torch.float16)
+    bn = torch.nn.BatchNorm2d(4, device='meta', dtype=torch.float16)
+    fused = fold_conv_bn(conv, bn)
+    assert fused.weight.device.type == 'meta' and fused.weight.dtype == torch.float16
+    assert fused.bias.device.type == 'meta' and fused.bias.dtype == torch.float16

@@ -82,3 +82,35 @@ def test_image_kinds_are_normalised():
     assert T.ensure_rgb_uint8(deep).max() == 255
     with pytest.raises(ValueError, match='colour channels'):
         T.ensure_rgb_uint8(np.zeros((4, 4, 2), np.uint8))
+
+
+def test_zero_size_or_nan_crop_is_refused_with_the_reason():
+    """A zero-size box made a singular system: numpy's bare 'Singular matrix'; NaN made black crops."""
+    img = np.zeros((50, 60, 3), np.uint8)
+    c, s = T.box_to_center_scale([[10, 10, 40, 40], [20, 20, 20, 20]], 'xyxy')
+    assert s[1].tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError, match=r'crop 1: .*scale \[0\.0, 0\.0\].*must be positive'):
+        T.crop_to_tensor(img, c, s)
+    with pytest.raises(ValueError, match=r'crop 0: .*finite'):
+        T.get_affine_matrices([[np.nan, 5.0]], [[0.5, 0.5]])
+    ok = T.crop_to_tensor(img, c[:1], s[:1])
+    assert tuple(ok.shape) == (1, 3, 256, 256)
+
+
+def test_count_mismatches_name_what_is_wrong():
+    with pytest.raises(ValueError, match='2 centers but 3 rotations'):
+        T.get_affine_matrices(np.zeros((2, 2)), np.ones((2, 2)), rotations=[1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match='3 hands of coordinates but 2 centers'):
+        T.heatmap_to_image(np.zeros((3, 21, 2)), np.zeros((2, 2)), np.ones((2, 2)))
+    # one center/scale (or one rotation) for all hands still broadcasts
+    out = T.heatmap_to_image(np.zeros((3, 21, 2)), [10.0, 20.0], [1.0, 1.0], (64, 64), rotations=[0.0])
+    assert out.shape == (3, 21, 2) and out[:, :, 0].max() == -90.0 and out[:, :, 1].min() == -80.0
+
+
+def test_float_images_of_any_precision_and_non_finite():
+    half = np.full((4, 4, 3), 0.5, np.float16)  # was TypeError although floats are accepted
+    assert T.ensure_rgb_uint8(half).tolist() == np.full((4, 4, 3), 128, np.uint8).tolist()
+    bad = np.full((4, 4, 3), 0.5, np.float32)
+    bad[1, 1, 1] = np.nan  # was silently black pixels (and a numpy cast warning)
+    with pytest.raises(ValueError, match='NaN or infinite'):
+        T.ensure_rgb_uint8(bad)

@@ -112,7 +112,13 @@ def as_detections(boxes) -> Detections:
     """Validate user boxes: [M, 4] or [M, 5] (x1, y1, x2, y2[, score]) in image pixels."""
     if isinstance(boxes, Detections):
         return boxes
-    arr = np.asarray(boxes, dtype=np.float64)
+    try:
+        arr = np.asarray(boxes, dtype=np.float64)
+    except (ValueError, TypeError) as e:  # ragged lists, strings, ...
+        raise ValueError(
+            'boxes must be one list of [x1, y1, x2, y2] (or [x1, y1, x2, y2, score]) numbers in pixels of '
+            'this image, every box with the same number of values (for a batch of images with boxes of '
+            f'their own, call the pipeline once per image); could not read them as numbers: {e}') from None
     if arr.size == 0:
         return Detections.empty()
     if arr.ndim == 1:

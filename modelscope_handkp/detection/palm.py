@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -422,6 +423,7 @@ class PalmRuntime:
         if kind == 'openvino':
             core = openvino_core(self.path.parent)
             self._request = openvino_compile(core, core.read_model(str(self.path)), threads).create_infer_request()
+            self._lock = threading.Lock()  # one infer request: a second thread would get 'busy' or our outputs
         else:
             self._session = ort_session(self.path, threads)
 
@@ -432,9 +434,10 @@ class PalmRuntime:
         """float32 [N, 3, 192, 192] -> (regressors float32 [N, 2016, 18], score logits [N, 2016, 1])."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         if self.kind == 'openvino':
-            self._request.infer({0: x})
-            return (np.array(self._request.get_output_tensor(0).data, copy=True),
-                    np.array(self._request.get_output_tensor(1).data, copy=True))
+            with self._lock:
+                self._request.infer({0: x})
+                return (np.array(self._request.get_output_tensor(0).data, copy=True),
+                        np.array(self._request.get_output_tensor(1).data, copy=True))
         regs, scores = self._session.run(None, {'images': x})
         return regs, scores
 

@@ -47,7 +47,7 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     a = gamma / torch.sqrt(var + bn.eps)
     fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
                       padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=True,
-                      padding_mode=conv.padding_mode)
+                      padding_mode=conv.padding_mode, device=conv.weight.device, dtype=dtype)
     fused.weight.copy_((w * a.reshape(-1, 1, 1, 1)).to(dtype))
     fused.bias.copy_((a * (bias - mean) + beta).to(dtype))
     fused.requires_grad_(False)
