@@ -109,3 +109,20 @@ def test_fold_batchnorm_keeps_dtype_and_device():
     fused = fold_conv_bn(conv, bn)
     assert fused.weight.device.type == 'meta' and fused.weight.dtype == torch.float16
     assert fused.bias.device.type == 'meta' and fused.bias.dtype == torch.float16
+
+
+def test_crop_and_heatmap_sizes_are_checked_when_the_model_is_built():
+    """A crop side that is not a multiple of 32 failed deep inside the HRNet fuse layers at the first
+    forward ('size of tensor a (13) must match ...'); a heatmap_size other than a quarter of the crop
+    gave wrong-sized training targets.  Both are refused when the model is built, saying what to set."""
+    from modelscope_handkp.models import build_hand_model, hrnet_extra, hrnet_model_cfg
+    extra = hrnet_extra(8, blocks=1, modules=(1, 1, 1, 1), stem_blocks=1)
+    with pytest.raises(ValueError, match=r'image_size \[200, 200\].*positive multiple of 32'):
+        build_hand_model(hrnet_model_cfg(extra, image_size=(200, 200)))
+    cfg = hrnet_model_cfg(extra, image_size=(128, 128))
+    cfg['heatmap_size'] = [64, 64]
+    with pytest.raises(ValueError, match=r'heatmap_size \[64, 64\].*quarter of the crop, \[32, 32\]'):
+        build_hand_model(cfg)
+    net = build_hand_model(hrnet_model_cfg(extra, image_size=(96, 160))).eval()  # non-square is fine
+    with torch.no_grad():
+        assert net(torch.zeros(1, 3, 160, 96)).shape == (1, 21, 40, 24)

@@ -27,6 +27,21 @@ def flip_back_heatmaps(flipped: torch.Tensor, shift: bool = True) -> torch.Tenso
     return back
 
 
+def _check_sizes(input_size, heatmap_size) -> None:
+    """HRNet halves the crop five times (stem 4x, then the branches to 1/32) and upsamples its branches
+    back by powers of 2, so the crop sides must be multiples of 32; the heatmaps are 1/4 of the crop."""
+    ok = (len(input_size) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 and v % 32 == 0
+                                        for v in input_size))
+    if not ok:
+        raise ValueError(f'image_size {list(input_size)} is not supported: the HRNet crop must be [width, height], '
+                         'each a positive multiple of 32 (e.g. [128, 128], [192, 192], [256, 256]).')
+    want = (input_size[0] // 4, input_size[1] // 4)
+    if tuple(heatmap_size) != want:
+        raise ValueError(f'heatmap_size {list(heatmap_size)} does not match image_size {list(input_size)}: the '
+                         f'network predicts heatmaps of a quarter of the crop, {list(want)}; set heatmap_size to '
+                         'that (or leave it out).')
+
+
 class TopDownHandModel(nn.Module):
     """Normalised RGB crops [N, 3, H, W] -> heatmaps [N, K, H/4, W/4]."""
 
@@ -67,6 +82,7 @@ class TopDownHandModel(nn.Module):
         self.shift_heatmap = bool(test_cfg.get('shift_heatmap', True))
         self.input_size = tuple(self.cfg.get('image_size', (256, 256)))
         self.heatmap_size = tuple(self.cfg.get('heatmap_size', (self.input_size[0] // 4, self.input_size[1] // 4)))
+        _check_sizes(self.input_size, self.heatmap_size)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         features = self.backbone(images)
