@@ -215,9 +215,10 @@ class HandKeypointsPipeline(Pipeline):
 
     def _check_input(self, input):
         from PIL import Image
-        if not isinstance(input, (str, os.PathLike, np.ndarray, Image.Image, bytes)):
+        if not isinstance(input, (str, os.PathLike, np.ndarray, Image.Image, bytes, bytearray, memoryview)):
             raise TypeError(f'unsupported image input of type {type(input).__name__}; pass a file path, a PIL.Image, '
-                            "a numpy array (H, W, 3) in BGR order (input_color='rgb' for RGB), or a list of these.")
+                            "a numpy array (H, W, 3) in BGR order (input_color='rgb' for RGB), encoded image bytes, "
+                            'or a list of these.')
 
     def _collate_fn(self, data):
         return data  # the image stays a numpy array; crops are made and moved to the device in forward()

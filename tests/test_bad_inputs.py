@@ -397,3 +397,14 @@ def test_constructor_score_threshold_is_checked(tiny_dir):
     with pytest.raises(ValueError, match=r'score_threshold must be a number in \[0, 1\], got 5'):
         pipeline(TASK, model=str(tiny_dir), score_threshold=5)
     assert pipeline(TASK, model=str(tiny_dir), score_threshold=0.25).score_threshold == 0.25
+
+
+def test_encoded_image_bytes_of_any_buffer_type(tiny, photo):
+    """bytes, bytearray and memoryview of an encoded image give the same hand as the array itself (the
+    reader accepted all three; the pipeline's input check refused the last two)."""
+    data = cv2.imencode('.png', photo)[1].tobytes()
+    ref = tiny(photo)[OutputKeys.KEYPOINTS]
+    for buf in (data, bytearray(data), memoryview(data)):
+        np.testing.assert_array_equal(tiny(buf)[OutputKeys.KEYPOINTS], ref)
+    with pytest.raises(TypeError, match='encoded image bytes'):
+        tiny(12345)
