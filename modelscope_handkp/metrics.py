@@ -53,6 +53,12 @@ def keypoint_metrics(pred, gt, visible, bbox_xywh, pck_thr: float = 0.2, auc_nor
     """
     pred = np.asarray(pred, dtype=np.float32)
     gt = np.asarray(gt, dtype=np.float32)
+    if pred.size == 0 and gt.size == 0:
+        return {'PCK': 0.0, 'AUC': 0.0, 'EPE': 0.0, 'NME': 0.0}
+    pred, gt = (a[None] if a.ndim == 2 else a for a in (pred, gt))  # one hand [K, 2]
+    if pred.ndim != 3 or pred.shape[-1] != 2 or pred.shape != gt.shape:
+        raise ValueError(f'pred and gt must both be [N, K, 2] (x, y; or one hand [K, 2]), got {pred.shape} and '
+                         f'{gt.shape}; pass keypoints[..., :2] and the visibility separately.')
     n = pred.shape[0]
     if n == 0:
         return {'PCK': 0.0, 'AUC': 0.0, 'EPE': 0.0, 'NME': 0.0}

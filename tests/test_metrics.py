@@ -42,3 +42,17 @@ def test_easycv_metric_accepts_bfloat16_predictions():
     m = metric.evaluate()
     assert m['PCK'] == pytest.approx(0.5) and m['EPE'] == pytest.approx(17.5)
     assert m['AUC'] == pytest.approx((16 / 20) * 0.5)
+
+
+def test_keypoint_metrics_takes_one_hand_and_checks_shapes():
+    """One hand [K, 2] scores as [1, K, 2]; mismatched or (x, y, score) shapes are refused by name."""
+    from modelscope_handkp.metrics import keypoint_metrics
+    gt = np.stack([np.arange(21, dtype=np.float32) * 5, np.full(21, 50, np.float32)], axis=1)
+    pred = gt + np.float32(3.0)  # error 3*sqrt(2) px everywhere
+    one = keypoint_metrics(pred, gt, np.ones(21), [0, 0, 100, 60])
+    batch = keypoint_metrics(pred[None], gt[None], np.ones((1, 21)), [[0, 0, 100, 60]])
+    assert one == batch
+    assert abs(one['EPE'] - 3 * np.sqrt(2)) < 1e-5 and one['PCK'] == 1.0 and abs(one['AUC'] - 0.85) < 1e-9
+    with pytest.raises(ValueError, match=r'pred and gt must both be \[N, K, 2\].*\(1, 21, 3\)'):
+        keypoint_metrics(np.concatenate([pred, np.ones((21, 1), np.float32)], 1)[None], gt[None], np.ones((1, 21)),
+                         [[0, 0, 100, 60]])
