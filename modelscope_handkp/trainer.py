@@ -557,11 +557,22 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
 
     def _prepare_work_dir(self, resume: bool, overwrite: bool):
         found = self._artefacts()
+        # resume=True without latest.pth starts from the beginning and writes output/ like a fresh run
+        fresh = not resume or not os.path.isfile(os.path.join(self.work_dir, LATEST_CHECKPOINT))
         model_dir = os.path.realpath(self.model_dir) if getattr(self, 'model_dir', None) else None
         for p in found:
-            if model_dir and os.path.realpath(p) == model_dir and (overwrite or not resume):
+            if model_dir and os.path.realpath(p) == model_dir and (overwrite or fresh):
                 raise FileExistsError(f'the model directory you train from ({self.model_dir}) is {p}, which this '
                                       'run would replace; copy it elsewhere or choose another work_dir.')
+        if found and resume and fresh and not overwrite:
+            for p in found:
+                foreign = _foreign_entries(p)
+                if foreign:
+                    raise FileExistsError(
+                        f'resume=True found no {LATEST_CHECKPOINT} in {self.work_dir!r} to continue from, so this '
+                        f'run starts from the beginning and would write into {p}, which holds {foreign} that this '
+                        'trainer did not write; move those files (or the folder) elsewhere, or choose another '
+                        'work_dir.')
         if found and not (resume or overwrite):
             names = ', '.join(os.path.basename(p) for p in found)
             raise FileExistsError(
@@ -636,6 +647,13 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
                 self.lr_scheduler.iters_per_epoch = iters
             if hasattr(self.lr_scheduler, 'resume_at'):
                 self.lr_scheduler.resume_at(int(state['epoch']), int(state['iter']))
+            if isinstance(self.lr_scheduler, EasyCVLrScheduler):
+                # the optimizer holds the rate the checkpoint's schedule chose for the next iteration; the
+                # first iteration of this run takes this run's schedule (changed steps, epochs, warmup) too
+                lrs = self.lr_scheduler.get_lr()
+                for group, lr in zip(self.optimizer.param_groups, lrs):
+                    group['lr'] = lr
+                self.lr_scheduler._last_lr = list(lrs)
         self._epoch = int(state['epoch'])
         self._iter = int(state['iter'])
         self._inner_iter = 0

@@ -297,16 +297,26 @@ def test_resume_after_crash_gives_the_uninterrupted_result(tiny_dir, train16, va
 def test_resume_with_more_epochs_takes_the_new_schedule(tiny_dir, train16, tmp_path):
     """Continuing a finished run with a longer schedule: counters from the checkpoint, the learning-rate
     schedule (decay steps, max_epochs) from the new configuration."""
+    from modelscope.trainers.hooks.hook import Hook
+    seen = []
+
+    class Recorder(Hook):  # the rate each iteration trains with
+        def before_train_iter(self, trainer):
+            seen.append((trainer.iter, trainer.optimizer.param_groups[0]['lr']))
+
     opts = {'train.max_epochs': 1, 'train.lr_scheduler.warmup': None, 'train.lr_scheduler.step': [5]}
     a = build(tiny_dir, tmp_path / 'w', train16, None, opts)
     a.train()
     assert a.optimizer.param_groups[0]['lr'] == pytest.approx(5e-4)
     more = dict(opts, **{'train.max_epochs': 2, 'train.lr_scheduler.step': [1]})
-    b = build(tiny_dir, tmp_path / 'w', train16, None, more, resume=True)
+    b = build(tiny_dir, tmp_path / 'w', train16, None, more, resume=True, callbacks=[Recorder()])
     b.train()
     assert b.epoch == 2 and b.iter == 8
     assert b.lr_scheduler.step_at == [1] and b.lr_scheduler.max_epochs == 2
     assert b.optimizer.param_groups[0]['lr'] == pytest.approx(5e-5)  # decayed at epoch 1 by the new step
+    # every iteration of epoch 1 (also the first one after the resume) trains with the new schedule's rate
+    assert [(i, round(lr, 12)) for i, lr in seen] == [(4, 5e-5), (5, 5e-5), (6, 5e-5), (7, 5e-5)]
+    assert b.lr_scheduler.get_last_lr() == [pytest.approx(5e-5)]
 
 
 def test_resume_with_another_batch_size_and_hook_list(tiny_dir, train16, val8, tmp_path):
@@ -426,3 +436,28 @@ def test_overwrite_keeps_files_it_did_not_write(tiny_dir, train16, tmp_path):
     build(tiny_dir, wd, train16, None, {'train.max_epochs': 1}, overwrite=True).train()  # an empty folder goes
     assert (wd / 'output' / 'pytorch_model.pt').is_file()
     build(tiny_dir, wd, train16, None, {'train.max_epochs': 1}, overwrite=True).train()  # and a previous run
+
+
+def test_resume_without_a_checkpoint_keeps_files_it_did_not_write(tiny_dir, train16, tmp_path):
+    """resume=True with no latest.pth starts from the beginning: it must not replace another model (or
+    the model directory it trains from) in work_dir/output any more than a fresh run may."""
+    wd = tmp_path / 'w'
+    (wd / 'output').mkdir(parents=True)
+    theirs = {'state_dict': {'w': torch.ones(3)}, 'meta': {'trained_by': 'someone else'}}
+    torch.save(theirs, wd / 'output' / 'pytorch_model.pt')
+    with pytest.raises(FileExistsError, match='not written by this trainer'):
+        build(tiny_dir, wd, train16, None, {'train.max_epochs': 1}, resume=True).train()
+    assert torch.equal(torch.load(wd / 'output' / 'pytorch_model.pt', weights_only=True)['state_dict']['w'],
+                       torch.ones(3))
+    assert not (wd / 'latest.pth').exists()
+    # a run that crashed before its first checkpoint (only its log is there) starts again
+    shutil.rmtree(wd / 'output')
+    (wd / 'train_log.jsonl').write_text('')
+    t = build(tiny_dir, wd, train16, None, {'train.max_epochs': 1}, resume=True)
+    t.train()
+    assert t.iter == 4 and torch.load(wd / 'latest.pth', weights_only=True)['epoch'] == 1
+    # the model directory it trains from is work_dir/output and there is nothing to resume
+    os.remove(wd / 'latest.pth')
+    with pytest.raises(FileExistsError, match='which this run would replace'):
+        build(str(wd / 'output'), wd, train16, None, {'train.max_epochs': 1}, resume=True).train()
+    assert (wd / 'output' / 'pytorch_model.pt').is_file()
