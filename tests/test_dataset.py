@@ -685,6 +685,37 @@ def test_plain_background_replaces_the_wall_but_not_the_hand_or_enclosed_holes()
         TopDownAugmentation.plain_mask(np.zeros((8, 8, 3), np.uint8), np.zeros((17, 2), np.float32))
 
 
+def test_plain_background_ignores_unannotated_keypoints():
+    """COCO-WholeBody marks unannotated hand keypoints v = 0 at (0, 0): they must not be drawn into the
+    hand the plain-background step protects (bones to them crossed the crop and their spread made the
+    bones thick enough to cover it, so the step replaced almost nothing)."""
+    crop = np.full((64, 64, 3), 235, np.uint8)  # a white wall everywhere
+    kp = np.zeros((21, 2), np.float32)
+    kp[:, 0] = 8 + (np.arange(21) % 5) * 3.0  # a small hand in the top-left corner
+    kp[:, 1] = 8 + (np.arange(21) // 5) * 3.0
+    labelled = np.ones(21, bool)
+    labelled[13:] = False  # ring and little finger unannotated: (0, 0) in the image, here (60, 60) in the crop
+    kp[13:] = 60.0
+    old = TopDownAugmentation.plain_mask(crop, kp)  # every point drawn: a thick bone to (60, 60)
+    new = TopDownAugmentation.plain_mask(crop, kp, labelled)
+    assert old[40, 40] < 0.5 and new[40, 40] == 1.0  # on the diagonal: protected only by the bogus bones
+    assert new[10, 10] == 0.0 and new.mean() > 0.85 > old.mean()  # the real hand stays; the wall goes
+    assert not TopDownAugmentation.plain_mask(crop, kp, np.eye(21, dtype=bool)[0]).any()  # 1 point: no hand
+    # through the augmentation: v = 0 at (0, 0) counts as unannotated, v = 0 elsewhere is a real position
+    aug = TopDownAugmentation(image_size=(64, 64), heatmap_size=(16, 16), plain_background_prob=1.0,
+                              flip_prob=0.0, rot_prob=0.0, scale_factor=0.0)
+    seen = {}
+    aug.plain_mask = lambda c, k, lab=None: seen.update(labelled=lab) or np.zeros(c.shape[:2], np.float32)
+    joints = np.c_[np.linspace(20, 40, 21), np.linspace(20, 40, 21)].astype(np.float32)
+    vis = np.ones(21, np.float32)
+    joints[18:] = 0.0
+    vis[18:] = 0.0
+    vis[2] = 0.0  # outside the image in open_hands' convention: a real position
+    aug(np.full((64, 64, 3), 200, np.uint8), joints, vis, np.array([30, 30], np.float32),
+        np.array([0.2, 0.2], np.float32), np.random.default_rng(0), donor=lambda rng: crop)
+    assert seen['labelled'].tolist() == [True] * 18 + [False] * 3
+
+
 def test_train_small_pipelines_parse_to_the_documented_settings():
     import importlib.util
     spec = importlib.util.spec_from_file_location('train_small', Path(__file__).parent.parent / 'tools' / 'train_small.py')

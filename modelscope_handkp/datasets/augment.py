@@ -341,11 +341,13 @@ class TopDownAugmentation:
         return _soften(m)
 
     @staticmethod
-    def plain_mask(crop_uint8: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
+    def plain_mask(crop_uint8: np.ndarray, keypoints: np.ndarray, labelled: np.ndarray | None = None) -> np.ndarray:
         """float32 [H, W] in [0, 1]: 1 on plain background — low-chroma, not dark pixels connected to
         the crop border (directly or through the black border of pixels outside the image, which
         itself stays black), off the hand drawn from ``keypoints`` [21, 2] (crop pixels) — edges
-        softened."""
+        softened.  ``labelled`` [21] bool (default: all): keypoints without a position (COCO's
+        unannotated (0, 0) points) are left out of the hand drawing; with fewer than 2 labelled
+        keypoints the hand cannot be drawn and nothing is replaced (an all-zero mask)."""
         lab = cv2.cvtColor(crop_uint8, cv2.COLOR_RGB2LAB)
         ab = lab[..., 1:].astype(np.float32) - np.float32(128.0)
         pad = ~crop_uint8.any(axis=2)  # the crop's black border (outside the image): connects, stays black
@@ -355,11 +357,17 @@ class TopDownAugmentation:
         if kp.shape[0] != 21 or not np.isfinite(kp).all():
             raise ValueError(f'TopDownRandomPlainBackground needs the 21 finite hand keypoints to keep the hand, got '
                              f'{kp.shape[0]} keypoints{"" if np.isfinite(kp).all() else " with NaN/inf"}')
+        known = np.ones(21, bool) if labelled is None else np.asarray(labelled, bool).reshape(21)
+        if known.sum() < 2:
+            return np.zeros(m.shape, np.float32)
         hand = np.zeros_like(m)
-        size = float((kp.max(0) - kp.min(0)).max())
+        size = float((kp[known].max(0) - kp[known].min(0)).max())
         q = np.rint(np.clip(kp, -4 * m.shape[1], 5 * m.shape[1])).astype(np.int32)
-        cv2.polylines(hand, list(q[HAND_BONES]), False, 1, max(2, int(round(HAND_BONE_THICKNESS * size))))
-        cv2.fillPoly(hand, [q[PALM]], 1)
+        bones = HAND_BONES[known[HAND_BONES].all(axis=1)]
+        cv2.polylines(hand, list(q[bones]), False, 1, max(2, int(round(HAND_BONE_THICKNESS * size))))
+        palm = PALM[known[PALM]]
+        if len(palm) >= 3:
+            cv2.fillPoly(hand, [q[palm]], 1)
         m[hand > 0] = 0
         m = cv2.morphologyEx(m, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
         n, labels = cv2.connectedComponents(m, connectivity=4)
@@ -416,7 +424,7 @@ class TopDownAugmentation:
         return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
     def _train_pixels(self, crop: np.ndarray, image_rgb: np.ndarray, rng: np.random.Generator, donor,
-                      kp_crop: np.ndarray):
+                      kp_crop: np.ndarray, labelled: np.ndarray | None = None):
         """Background replacement, occlusion, then photometric distortion of the uint8 crop (draws in
         the order of the module docstring, so absent steps leave the others' draws unchanged)."""
         u_photo = rng.random(8) if self.photometric is not None else None
@@ -432,7 +440,7 @@ class TopDownAugmentation:
                 if use_bg:
                     crop = self.replace_green(crop, src)
                 if use_plain:
-                    crop = self.replace_background(crop, src, self.plain_mask(crop, kp_crop))
+                    crop = self.replace_background(crop, src, self.plain_mask(crop, kp_crop, labelled))
                 if u_occ is not None:
                     crop = self.occlude(crop, src, u_occ)
         return self.distort(crop, u_photo) if u_photo is not None else crop
@@ -464,8 +472,11 @@ class TopDownAugmentation:
             crop = cv2.warpPerspective(image_rgb, m, (w, h), flags=cv2.INTER_LINEAR)
         if not self.train:
             return {'img': self.normalize(crop)}
-        kp_crop = transform_points(np.asarray(joints, np.float64).reshape(-1, 2), m).astype(np.float32)
-        out = {'img': self.normalize(self._train_pixels(crop, image_rgb, rng, donor, kp_crop))}
+        joints = np.asarray(joints, np.float64).reshape(-1, 2)
+        kp_crop = transform_points(joints, m).astype(np.float32)
+        # COCO marks unannotated keypoints v = 0 at (0, 0); v = 0 elsewhere is a real position (outside the image)
+        labelled = (np.asarray(visible, np.float32).reshape(-1) > 0) | (joints != 0).any(axis=1)
+        out = {'img': self.normalize(self._train_pixels(crop, image_rgb, rng, donor, kp_crop, labelled))}
         target, weight = self.codec.encode(kp_crop, np.asarray(visible, np.float32).reshape(-1))
         out['target'] = torch.from_numpy(target)
         out['target_weight'] = torch.from_numpy(weight)
