@@ -432,3 +432,47 @@ def test_palm_openvino_runtime_is_safe_to_share_between_threads():
     for t in threads:
         t.join()
     assert errors == [] and wrong == []
+
+
+# ----------------------------------------------------------------------------------------------
+# review fixes
+# ----------------------------------------------------------------------------------------------
+def test_one_pil_image_or_tensor_is_one_image(full_detector, data_dir):
+    from PIL import Image
+    img = _rgb(data_dir / 'hands' / 'onehand10k' / '784.jpg')
+    ref = full_detector.detect_hands(img)
+    assert len(ref) == 1
+    for one in (Image.fromarray(img), torch.from_numpy(img)):  # not a list of H rows
+        got = full_detector.detect_hands(one)
+        assert isinstance(got, Detections)
+        np.testing.assert_allclose(got.boxes, ref.boxes, atol=1e-3)
+        np.testing.assert_allclose(got.rotations, ref.rotations, atol=1e-3)
+        np.testing.assert_allclose(full_detector.detect(one), full_detector.detect(img), atol=1e-3)
+    batch = full_detector.detect(torch.from_numpy(np.stack([img, img])))  # [N, H, W, C]: a batch
+    assert isinstance(batch, list) and len(batch) == 2
+
+
+def _smooth_scene(w, h):
+    u = (np.arange(w) + 0.5) / w
+    v = (np.arange(h) + 0.5) / h
+    g = 128 + 60 * np.sin(2 * np.pi * 7 * u)[None, :] + 50 * np.cos(2 * np.pi * 2 * v)[:, None]
+    return np.repeat(np.clip(g, 0, 255).astype(np.uint8)[:, :, None], 3, 2)
+
+
+def test_panorama_wider_than_opencv_warps_allow():
+    """Sides >= 32767 px (OpenCV's warp limit) work: the letterbox and the tile tensors show the same
+    picture as for the same scene at a tenth of the size."""
+    det = build_palm_detector('lite', backend='eager', tiles={'mode': 'always', 'min_side': 1})
+    seen = []
+    forward = det.forward_raw
+    det.forward_raw = lambda x: (seen.append(x.clone()), forward(x))[1]
+    big = det.palms(_smooth_scene(36000, 600))
+    n_big = len(seen)
+    det.palms(_smooth_scene(3600, 60))
+    assert big.image_size == (36000, 600) and n_big == len(seen) - n_big == 2  # whole image, then tiles
+    a, b = torch.cat(seen[:n_big]), torch.cat(seen[n_big:])
+    assert a.shape == b.shape == (1 + 5, 3, 192, 192)
+    diff = (a - b).abs().mul(255).flatten(1).mean(1)
+    assert (diff < 0.5).all(), diff  # a wrong mapping from the shrunk copy gives 2-9 here
+    assert det.detect(np.zeros((5, 40000, 3), np.uint8)).shape == (0, 5)
+    assert det.detect(np.zeros((33000, 3), np.uint8)).shape == (0, 5)

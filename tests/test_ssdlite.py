@@ -351,3 +351,79 @@ def test_config_reader_refuses_memory_bombs():
         parse_config_source("a = 'x' * 1000000000000")
     with pytest.raises(UnsafeConfigError, match='Pow'):
         parse_config_source('a = 10 ** 10 ** 10')
+
+
+# ------------------------------------------------------------------------------------------
+# review fixes
+# ------------------------------------------------------------------------------------------
+def test_detect_defaults_come_from_the_detector_settings(detector, fixture_images):
+    """detect() without thresholds uses the config's test_cfg (score_thr, nms, max_per_img), as
+    detect_hands() does, not hard-coded mmdet defaults."""
+    img = fixture_images[0]
+    old = detector.score_thr, detector.max_det
+    try:
+        detector.score_thr, detector.max_det = 0.6, 2
+        got = detector.detect(img)
+        ref = detector.detect(img, score_thr=0.6, nms_iou=detector.nms_iou, max_det=2)
+        assert len(ref) == 2 and (ref[:, 4] > 0.6).all()
+        np.testing.assert_array_equal(got, ref)
+        batch = detector.detect([img, img])
+        np.testing.assert_array_equal(batch[1], ref)
+    finally:
+        detector.score_thr, detector.max_det = old
+    cfg = default_model_cfg()
+    cfg['test_cfg'].update(score_thr=0.3, max_per_img=7, nms=dict(type='nms', iou_threshold=0.6))
+    built = SSDLiteHandDetector(cfg)
+    assert (built.score_thr, built.max_det, built.nms_iou) == (0.3, 7, 0.6)
+
+
+def test_detect_hands_takes_a_list_like_the_palm_detector(detector, fixture_images):
+    many = detector.detect_hands(fixture_images)
+    assert isinstance(many, list) and len(many) == 2
+    for img, dets in zip(fixture_images, many):
+        one = detector.detect_hands(img)
+        assert isinstance(dets, Detections) and len(dets) == len(one) > 0
+        np.testing.assert_allclose(dets.as_array(), one.as_array(), atol=1e-4)
+
+
+def test_non_uint8_image_error_gives_a_conversion_that_works(detector, fixture_images):
+    rgb = fixture_images[1]
+    as_float = rgb.astype(np.float32) / 255.0
+    with pytest.raises(ValueError, match='ensure_rgb_uint8') as err:
+        detector.detect(as_float)
+    assert 'np.clip(image, 0, 255)' not in str(err.value)  # that would turn [0, 1] floats black
+    from modelscope_handkp.transforms import ensure_rgb_uint8
+    for converted in (as_float, rgb.astype(np.uint16) * 257):
+        np.testing.assert_array_equal(detector.detect(ensure_rgb_uint8(converted)), detector.detect(rgb))
+
+
+def test_nms_ranks_nan_scores_last():
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], np.float32)
+    scores = np.array([np.nan, 0.9, 0.8, 0.7], np.float32)
+    # the NaN box must not be kept first and suppress the real best box (index 1)
+    assert nms(boxes, scores, 0.5).tolist() == [1, 3]
+    assert nms(torch.from_numpy(boxes), torch.from_numpy(scores), 0.5).tolist() == [1, 3]
+    assert batched_nms(boxes, scores, np.zeros(4, np.int64), 0.5).tolist() == [1, 3]
+    lone = np.array([np.nan, 0.9], np.float32)
+    far = np.array([[0, 0, 10, 10], [50, 50, 60, 60]], np.float32)
+    assert nms(far, lone, 0.5).tolist() == [1, 0]  # kept, but after the scored box
+
+
+def test_config_reader_refuses_number_and_reference_bombs():
+    import time
+    start = time.monotonic()
+    squaring = 'x = 2\n' + 'x = x * x\n' * 20  # 2 ** (2 ** 20); each further line doubles the time
+    with pytest.raises(UnsafeConfigError, match='line 11: an integer of more than 1024 bits'):
+        parse_config_source(squaring)
+    doubling = 'x = [0]\n' + 'x = [x, x]\n' * 20  # 2 ** 20 values; each further line doubles them
+    with pytest.raises(UnsafeConfigError, match='values in all'):
+        parse_config_source(doubling)
+    with pytest.raises(UnsafeConfigError, match='nested too deeply'):
+        parse_config_source('x = ' + '1 + ' * 50000 + '1')
+    with pytest.raises(UnsafeConfigError, match='nested too deeply'):
+        parse_config_source('x = ' + '-' * 50000 + '1')
+    assert time.monotonic() - start < 30
+    # ordinary reuse of names still works
+    cfg = parse_config_source('n = dict(type="BN", eps=1e-3)\nm = [n] * 6\nk = dict(a=m, b=m, c=n)\n'
+                              's = 4096 * 4096 * 4096')
+    assert cfg['k']['a'][5] == {'type': 'BN', 'eps': 1e-3} and cfg['s'] == 4096 ** 3

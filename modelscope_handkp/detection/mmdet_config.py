@@ -46,6 +46,11 @@ _CONTAINER_CALLS = {'dict': dict, 'list': list, 'tuple': tuple}
 # Longest sequence/string a ``+`` or ``*`` expression may build (guards against memory bombs).
 _MAX_SEQUENCE_LEN = 100_000
 _NUMBER = (int, float, complex)
+# Largest integer an arithmetic expression may produce (``x = x * x`` repeated would otherwise
+# run for ever), and how many values all name references of one file may copy in total (``x = [x, x]``
+# repeated doubles the data at every line).
+_MAX_INT_BITS = 1024
+_MAX_COPIED_ITEMS = 500_000
 
 
 class UnsafeConfigError(ValueError):
@@ -70,6 +75,7 @@ class _SafeEvaluator:
     def __init__(self, filename: str, names: Mapping[str, Any]):
         self.filename = filename
         self.names = names
+        self.copied = 0  # values copied by name references so far (see _MAX_COPIED_ITEMS)
 
     def __call__(self, node: ast.AST) -> Any:
         method = getattr(self, f'_eval_{type(node).__name__}', None)
@@ -86,9 +92,14 @@ class _SafeEvaluator:
 
     def _eval_Name(self, node: ast.Name):
         if node.id in self.names:
+            value = self.names[node.id]
+            self.copied += _count_items(value, _MAX_COPIED_ITEMS - self.copied + 1)
+            if self.copied > _MAX_COPIED_ITEMS:
+                raise _refuse(self.filename, node, f'referring to names that hold more than '
+                                                   f'{_MAX_COPIED_ITEMS} values in all')
             # Deep copy so later edits of one dict never alias another (as with real Python
             # objects this would be shared, but configs are treated as values here).
-            return copy.deepcopy(self.names[node.id])
+            return copy.deepcopy(value)
         if node.id in _CONTAINER_CALLS:
             raise _refuse(self.filename, node, f'the bare name `{node.id}` (only calls '
                                                f'`{node.id}(...)` are allowed)')
@@ -189,9 +200,14 @@ class _SafeEvaluator:
         if numbers and isinstance(op, (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv,
                                        ast.Mod)):
             try:
-                return _ARITH[type(op)](left, right)
+                result = _ARITH[type(op)](left, right)
             except ZeroDivisionError:
                 raise UnsafeConfigError(f'{_where(self.filename, node)}: division by zero') from None
+            except OverflowError:
+                raise UnsafeConfigError(f'{_where(self.filename, node)}: number too large') from None
+            if isinstance(result, int) and result.bit_length() > _MAX_INT_BITS:
+                raise _refuse(self.filename, node, f'an integer of more than {_MAX_INT_BITS} bits')
+            return result
         sequences = (list, tuple, str)
         if isinstance(op, ast.Add) and isinstance(left, sequences) and type(left) is type(right):
             self._check_length(node, len(left) + len(right))
@@ -215,6 +231,20 @@ _ARITH = {
 }
 
 
+def _count_items(value, limit: int) -> int:
+    """How many values (containers, keys and leaves) ``value`` holds, counting at most ``limit``."""
+    count, stack = 0, [value]
+    while stack and count < limit:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple, set)):
+            stack.extend(item)
+    return count
+
+
 def _source_hint(node: ast.AST, limit: int = 60) -> str:
     try:
         text = ast.unparse(node)
@@ -235,8 +265,20 @@ def parse_config_source(source: str, filename: str = '<config>') -> dict:
     except SyntaxError as exc:
         raise ValueError(f'{filename} is not valid Python syntax ({exc.msg}, line {exc.lineno}); '
                          'cannot read it as an mmdet config.') from None
+    except (RecursionError, MemoryError):
+        raise UnsafeConfigError(f'{filename}: expressions nested too deeply to parse; the file was NOT '
+                                'executed. Rewrite it as plain data, or convert the config to JSON.') from None
     names: dict[str, Any] = {}
     evaluate = _SafeEvaluator(filename, names)
+    try:
+        _evaluate_statements(tree, filename, names, evaluate)
+    except RecursionError:
+        raise UnsafeConfigError(f'{filename}: expressions nested too deeply; the file was NOT executed. '
+                                'Rewrite it as plain data, or convert the config to JSON.') from None
+    return {k: v for k, v in names.items() if not k.startswith('__')}
+
+
+def _evaluate_statements(tree: ast.Module, filename: str, names: dict, evaluate: _SafeEvaluator) -> None:
     for stmt in tree.body:
         if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) \
                 and isinstance(stmt.value.value, str):
@@ -255,7 +297,6 @@ def parse_config_source(source: str, filename: str = '<config>') -> dict:
         kind = {ast.Import: 'an import', ast.ImportFrom: 'an import'}.get(type(stmt))
         raise _refuse(filename, stmt, kind or f'the statement `{_source_hint(stmt)}` '
                                               f'({type(stmt).__name__})')
-    return {k: v for k, v in names.items() if not k.startswith('__')}
 
 
 def _merge(base: dict, child: dict) -> dict:

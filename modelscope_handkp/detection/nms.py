@@ -79,7 +79,7 @@ def nms(boxes, scores, iou_threshold: float, max_keep: int | None = None):
 
     Returns:
         int64 indices of the kept boxes, highest score first (same kind as ``boxes``).
-        Equal scores keep their input order (stable sort).
+        Equal scores keep their input order (stable sort); NaN scores count as the lowest.
     """
     b = _as_tensor(boxes)
     s = _as_tensor(scores).reshape(-1)
@@ -88,7 +88,10 @@ def nms(boxes, scores, iou_threshold: float, max_keep: int | None = None):
                          f'{tuple(s.shape)}.')
     if b.shape[0] == 0:
         return _return_like(torch.zeros((0,), dtype=torch.int64), boxes)
-    order = torch.sort(s, descending=True, stable=True).indices
+    # NaN scores rank last (torch's sort would put them first, so that a NaN-scored box would be
+    # kept and suppress the real best box); NumPy's argsort of -scores does the same.
+    key = torch.where(torch.isnan(s), torch.full_like(s, float('-inf')), s) if s.is_floating_point() else s
+    order = torch.sort(key, descending=True, stable=True).indices
     return _return_like(_greedy(b, order, float(iou_threshold), max_keep), boxes)
 
 

@@ -219,6 +219,25 @@ def palm_anchors(input_size: int = PALM_INPUT_SIZE, strides=(8, 16, 16, 16), off
     return np.concatenate(out).astype(np.float32)
 
 
+_CV_WARP_MAX_SIDE = 32766  # OpenCV's warps (cv::remap) refuse a source with a side >= SHRT_MAX
+_HUGE_IMAGE_SIDE = 16384     # such images are shrunk to this longer side first
+
+
+def _warp_source(image: np.ndarray):
+    """(source, matrix): what to warp instead of ``image`` and the float64 [3, 3] map from the source's
+    pixels to the image's (``None``: the image itself).  Only images with a side over
+    ``_CV_WARP_MAX_SIDE`` px (panoramas) are shrunk (area interpolation); the network sees them at
+    192 px anyway."""
+    h, w = image.shape[:2]
+    if max(h, w) <= _CV_WARP_MAX_SIDE:
+        return image, None
+    k = _HUGE_IMAGE_SIDE / max(h, w)
+    nw, nh = max(1, int(round(w * k))), max(1, int(round(h * k)))
+    src = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
+    sx, sy = nw / w, nh / h  # cv2.resize: (x_src + 0.5) = (x + 0.5) * sx
+    return src, np.array([[1 / sx, 0.0, 0.5 / sx - 0.5], [0.0, 1 / sy, 0.5 / sy - 0.5], [0.0, 0.0, 1.0]])
+
+
 def letterbox_matrices(sizes, input_size: int = PALM_INPUT_SIZE) -> tuple:
     """For image sizes [(w, h), ...]: (float64 [N, 3, 3] image -> tensor matrices, float64 [N, 4]
     letterbox paddings (left, top, right, bottom) as fractions of the tensor).
@@ -514,7 +533,11 @@ class PalmDetector(HandDetector):
     @staticmethod
     def _as_list(images):
         from ..transforms import ensure_rgb_uint8
-        single = isinstance(images, np.ndarray) and images.ndim in (2, 3)
+        # one image: any array-like (ndarray, PIL image, CPU tensor) that is not [N, H, W, C]; a list,
+        # tuple, 4-D array or other iterable is a batch (a 3-D tensor is one image, not H images)
+        array_like = isinstance(images, np.ndarray) or hasattr(images, '__array__') or \
+            hasattr(images, '__array_interface__')
+        single = not isinstance(images, (list, tuple)) and array_like and np.ndim(images) != 4
         seq = [images] if single else list(images)
         return single, [ensure_rgb_uint8(im) for im in seq]
 
@@ -526,9 +549,10 @@ class PalmDetector(HandDetector):
         mats, pads = letterbox_matrices(sizes)
         batch = np.empty((len(images), PALM_INPUT_SIZE, PALM_INPUT_SIZE, 3), np.uint8)
         for i, (im, m) in enumerate(zip(images, mats)):
+            src, to_image = _warp_source(im)
             # MediaPipe warps the uint8 image (cv::warpPerspective, bilinear, zero border), then scales
-            cv2.warpPerspective(im, m, (PALM_INPUT_SIZE, PALM_INPUT_SIZE), dst=batch[i], flags=cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            cv2.warpPerspective(src, m if to_image is None else m @ to_image, (PALM_INPUT_SIZE, PALM_INPUT_SIZE),
+                                dst=batch[i], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         x = torch.from_numpy(batch).permute(0, 3, 1, 2).to(torch.float32) / 255.0
         return x, pads
 
@@ -636,9 +660,16 @@ class PalmDetector(HandDetector):
         owner = np.asarray(owner, np.int64)
         n = len(wins)
         batch = np.empty((n, PALM_INPUT_SIZE, PALM_INPUT_SIZE, 3), np.uint8)
+        sources = {}
         for t, m in enumerate(tile_matrices(wins, PALM_INPUT_SIZE)):
-            cv2.warpAffine(ims[owner[t]], m, (PALM_INPUT_SIZE, PALM_INPUT_SIZE), dst=batch[t],
+            if owner[t] not in sources:
+                sources[owner[t]] = _warp_source(ims[owner[t]])
+            src, to_image = sources[owner[t]]
+            if to_image is not None:
+                m = (np.vstack([m, [0.0, 0.0, 1.0]]) @ to_image)[:2]
+            cv2.warpAffine(src, m, (PALM_INPUT_SIZE, PALM_INPUT_SIZE), dst=batch[t],
                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        sources.clear()
         regs, logits = [], []
         for a in range(0, n, cfg.max_batch):
             x = torch.from_numpy(batch[a:a + cfg.max_batch]).permute(0, 3, 1, 2).to(torch.float32) / 255.0

@@ -413,8 +413,11 @@ def _as_rgb_uint8(image) -> np.ndarray:
     """
     arr = np.asarray(image)
     if arr.dtype != np.uint8:
-        raise ValueError(f'expected an RGB uint8 image; got dtype {arr.dtype}. Convert it first, '
-                         'e.g. np.clip(image, 0, 255).astype(np.uint8).')
+        # the advice depends on the value range: clipping a [0, 1] float or a 16-bit image to 0..255
+        # would give a black or a saturated image
+        raise ValueError(f'expected an RGB uint8 image; got dtype {arr.dtype}. Convert it first: '
+                         'modelscope_handkp.transforms.ensure_rgb_uint8(image) converts 16-bit and float '
+                         '([0, 1] or 0..255) images, as the palm detector and the pipeline do.')
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     if arr.ndim == 2:
@@ -631,22 +634,26 @@ class SSDLiteHandDetector(nn.Module, HandDetector):
         return self.postprocess(cls_logits, bbox_deltas, scales, score_thr, nms_iou, max_det,
                                 input_hw=(self.input_size[1], self.input_size[0]))
 
-    def detect(self, images, score_thr: float = 0.02, nms_iou: float = 0.45, max_det: int = 200):
+    def detect(self, images, score_thr: float | None = None, nms_iou: float | None = None,
+               max_det: int | None = None):
         """Detect hands.
 
         Args:
             images: one RGB uint8 image (H, W, 3) — grayscale (H, W)/(H, W, 1) and RGBA are
                 accepted — or a list of them / an [N, H, W, C] array (one batched forward).
-            score_thr: keep hand scores strictly above this (``None``: :attr:`score_thr`).
-            nms_iou: NMS IoU threshold.
-            max_det: at most this many boxes per image.
+            score_thr: keep hand scores strictly above this (``None``: :attr:`score_thr`, the
+                config's ``test_cfg.score_thr``).
+            nms_iou: NMS IoU threshold (``None``: :attr:`nms_iou`).
+            max_det: at most this many boxes per image (``None``: :attr:`max_det`).
 
         Returns:
             float32 [M, 5] (x1, y1, x2, y2, score) in original image pixels, best first; [0, 5]
             when nothing passes the threshold.  A list of such arrays for a batch input.
         """
-        if score_thr is None:  # HandDetector.detect() convention: the detector's own default
-            score_thr = self.score_thr
+        # None: the detector's own defaults (from the config's test_cfg; HandDetector convention)
+        score_thr = self.score_thr if score_thr is None else float(score_thr)
+        nms_iou = self.nms_iou if nms_iou is None else float(nms_iou)
+        max_det = self.max_det if max_det is None else int(max_det)
         batch = _is_batch(images)
         out = self.detect_with_labels(list(images) if batch else [images], score_thr, nms_iou,
                                       max_det)
@@ -654,9 +661,12 @@ class SSDLiteHandDetector(nn.Module, HandDetector):
         return dets if batch else dets[0]
 
     def detect_hands(self, image_rgb, score_thr: float | None = None) -> Detections:
-        """One RGB image -> :class:`Detections`, with :attr:`score_thr` when not given."""
+        """One RGB image -> :class:`Detections`, with :attr:`score_thr` when not given.  A list of
+        images (or an [N, H, W, C] array) gives a list of :class:`Detections` (as the palm detector)."""
         thr = self.score_thr if score_thr is None else float(score_thr)
         dets = self.detect(image_rgb, score_thr=thr, nms_iou=self.nms_iou, max_det=self.max_det)
+        if isinstance(dets, list):
+            return [Detections(d[:, :4], d[:, 4]) for d in dets]
         return Detections(dets[:, :4], dets[:, 4])
 
 
