@@ -1,6 +1,8 @@
 """Zoom-in tile fallback of the palm detector (issue 8: small hands) and the keypoint-score check."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -205,3 +207,21 @@ def test_verification_drops_tile_hands_with_low_keypoint_scores(tmp_path):
     assert len(pipe(img, boxes=[[20, 20, 100, 100]])['boxes']) == 1
     with pytest.raises(ValueError, match='min_keypoint_score'):
         pipeline(Tasks.hand_2d_keypoints, model=str(model), detector='whole_image', min_keypoint_score=2)
+
+
+def test_always_keeps_the_whole_image_palms_when_no_tile_finds_one(small_hand):
+    """tiles='always' on an image without tile palms (too small to tile, or nothing found) returns the
+    whole-image palms unchanged; merging them a second time could fuse two hands already kept apart."""
+    im, _, _ = small_hand
+    whole = build_palm_detector('full', tiles='off').palms(im)
+    assert len(whole) >= 1
+    # two overlapping copies, IoU ~0.6 > the merge threshold: a second weighted NMS would fuse them
+    twin = dataclasses.replace(
+        whole, boxes=np.concatenate([whole.boxes[:1], whole.boxes[:1] + np.float32(12)]),
+        keypoints=np.concatenate([whole.keypoints[:1], whole.keypoints[:1] + np.float32(12)]),
+        scores=np.array([0.9, 0.8], np.float32), centers=np.concatenate([whole.centers[:1], whole.centers[:1] + 12]),
+        sizes=np.repeat(whole.sizes[:1], 2), rotations=np.repeat(whole.rotations[:1], 2),
+        from_tiles=np.zeros(2, bool))
+    det = build_palm_detector('full', tiles={'mode': 'always', 'tiles': 2, 'min_side': 10 ** 6})  # no tiles
+    out = det.tile_palms(im, whole=twin)
+    assert len(out) == 2 and np.array_equal(out.boxes, twin.boxes) and np.array_equal(out.scores, twin.scores)

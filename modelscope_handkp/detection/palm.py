@@ -691,7 +691,9 @@ class PalmDetector(HandDetector):
             keep = tile_palm_keep(boxes, wins[t], (im.shape[1], im.shape[0]), cfg.edge_margin)
             if keep.any():
                 found[owner[t]].append((boxes[keep], kps[keep], scores[keep], np.ones(int(keep.sum()), bool)))
-        out = [self._merge(found[i], whole[i], (im.shape[1], im.shape[0])) for i, im in enumerate(ims)]
+        # no tile palm: the whole-image palms as they are (merging them again could fuse two hands)
+        out = [whole[i] if not found[i] and whole[i] is not None else
+               self._merge(found[i], whole[i], (im.shape[1], im.shape[0])) for i, im in enumerate(ims)]
         return out[0] if single else out
 
     def _merge(self, parts, whole, image_size) -> PalmDetections:
