@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import inspect
 import json
 import os
 import shutil
@@ -107,7 +108,13 @@ class _JsonConfigTrainerBase(BaseTrainer):
         if str(cfg_file).endswith('.json'):
             self.cfg = _read_json_config(cfg_file)
         else:
-            self.cfg = Config.from_file(cfg_file)
+            if str(cfg_file).endswith('.py') and not getattr(self, '_handkp_trust_remote_code', False):
+                raise ValueError(f'{cfg_file} is a Python configuration: reading it runs it as code. Use a '
+                                 'configuration.json (or .yaml), or pass trust_remote_code=True if you trust '
+                                 'this file.')
+            trust = {'trust_remote_code': True} if getattr(self, '_handkp_trust_remote_code', False) and \
+                'trust_remote_code' in inspect.signature(Config.from_file).parameters else {}
+            self.cfg = Config.from_file(cfg_file, **trust)
         self.args = self.cfg.to_args(arg_parse_fn) if arg_parse_fn else None
         self.log_buffer = LogBuffer()
         self.visualization_buffer = LogBuffer()
@@ -259,6 +266,8 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
             instead of raising.
         device (str): ``'cpu'``, ``'gpu'`` (default: a GPU when available) or ``'cuda:N'``.
         launcher (str): ``'pytorch'`` for torchrun (also detected from the environment).
+        trust_remote_code (bool): allow a Python ``cfg_file`` (ModelScope runs it to read it); JSON
+            and YAML configurations never need it.
     """
 
     def __init__(self, model=None, cfg_file=None, *args, resume: bool = False, overwrite: bool = False,
@@ -269,7 +278,8 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
         self._handkp_device = kwargs.get('device')
         self._handkp_best_cfg = None
         self._handkp_export_cfg = None
-        kwargs.pop('trust_remote_code', None)  # this trainer never runs code from a model directory
+        # code is never run from a model directory; a Python cfg_file (which runs when read) needs this
+        self._handkp_trust_remote_code = bool(kwargs.pop('trust_remote_code', False))
         super().__init__(model, cfg_file, *args, **kwargs)
         self.work_dir = os.path.abspath(self.work_dir)
 

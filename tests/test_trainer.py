@@ -461,3 +461,27 @@ def test_resume_without_a_checkpoint_keeps_files_it_did_not_write(tiny_dir, trai
     with pytest.raises(FileExistsError, match='which this run would replace'):
         build(str(wd / 'output'), wd, train16, None, {'train.max_epochs': 1}, resume=True).train()
     assert (wd / 'output' / 'pytorch_model.pt').is_file()
+
+
+def test_python_cfg_file_is_refused_without_trust_remote_code(tmp_path):
+    """ModelScope reads a .py configuration by running it: without trust_remote_code=True the trainer
+    refuses it before anything runs (the file's code would have created the marker)."""
+    from modelscope.metainfo import Trainers
+    from modelscope.trainers import build_trainer
+    model_dir = tmp_path / 'model'
+    model_dir.mkdir()
+    (model_dir / 'configuration.json').write_text('{"framework": "pytorch", "task": "hand-2d-keypoints"}\n')
+    marker = tmp_path / 'ran'
+    cfg = tmp_path / 'config.py'
+    cfg.write_text(f'open({str(marker)!r}, "w").write("code ran")\nmodel = dict(type="TopDown")\n')
+    with pytest.raises(ValueError, match=r'config\.py is a Python configuration: reading it runs it as code.*'
+                                         r'trust_remote_code=True'):
+        build_trainer(Trainers.easycv, default_args=dict(model=str(model_dir), cfg_file=str(cfg),
+                                                         work_dir=str(tmp_path / 'work'), device='cpu'))
+    assert not marker.exists()
+    # opting in reads (runs) it; the rest of this toy configuration is not a training setup
+    with pytest.raises(Exception):  # noqa: B017
+        build_trainer(Trainers.easycv, default_args=dict(model=str(model_dir), cfg_file=str(cfg),
+                                                         work_dir=str(tmp_path / 'work'), device='cpu',
+                                                         trust_remote_code=True))
+    assert marker.read_text() == 'code ran'
