@@ -83,3 +83,28 @@ def metrics_ref():
 @pytest.fixture(scope='session')
 def detector_ref():
     return dict(np.load(need(REFERENCE / 'detector_parity.npz')))
+
+
+def thread_mismatches(calls, equal, threads: int = 4, rounds: int = 12) -> list:
+    """Run the zero-argument ``calls`` from ``threads`` threads at once (``rounds`` calls each, cycling
+    through them); each result must ``equal(result, reference)`` its single-thread reference. Returns
+    the exceptions raised (repr) and the indices of mismatching calls: ``[]`` when all agree."""
+    import threading
+    refs = [c() for c in calls]
+    bad = []
+
+    def work(t):
+        try:
+            for i in range(rounds):
+                j = (t + i) % len(calls)
+                if not equal(calls[j](), refs[j]):
+                    bad.append(j)
+        except Exception as e:  # noqa: BLE001
+            bad.append(repr(e))
+
+    pool = [threading.Thread(target=work, args=(t, )) for t in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return bad

@@ -23,6 +23,8 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import thread_mismatches
+
 from modelscope_handkp import backends, codec, decode_torch
 from modelscope_handkp.backends import make_backend, model_fingerprint
 from modelscope_handkp.checkpoint import load_checkpoint
@@ -474,30 +476,12 @@ def test_openvino_backend_is_safe_to_share_between_threads():
     """One pipeline (so one backend) called from several threads: OpenVINO infer requests are not
     thread-safe (a second start_async on a busy request raised 'Infer Request is busy', and a request
     re-run before its results were read gave one thread the other's heatmaps)."""
-    import threading
     m = _tiny_model()
     backend = backends.OpenVinoBackend(m, num_threads=2, streams=2)
     g = torch.Generator().manual_seed(1)
     crops = [torch.randn(n, 3, 64, 64, generator=g) for n in (1, 2, 3, 1)]
-    refs = [backend.heatmaps(x, flip_test=flip) for x in crops for flip in (True, False)]
-    errors, wrong = [], []
-
-    def work(t):
-        try:
-            for i in range(12):
-                j = (t + i) % len(refs)
-                hm = backend.heatmaps(crops[j // 2], flip_test=j % 2 == 0)
-                if hm.shape != refs[j].shape or not torch.equal(hm, refs[j]):
-                    wrong.append(j)
-        except Exception as e:  # noqa: BLE001
-            errors.append(repr(e))
-
-    threads = [threading.Thread(target=work, args=(t, )) for t in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == [] and wrong == []
+    calls = [lambda x=x, flip=flip: backend.heatmaps(x, flip_test=flip) for x in crops for flip in (True, False)]
+    assert thread_mismatches(calls, lambda a, b: a.shape == b.shape and torch.equal(a, b)) == []
 
 
 def test_cache_falls_back_to_the_temporary_directory_with_a_warning(tmp_path, monkeypatch, caplog):

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import thread_mismatches
+
 from modelscope_handkp.detection.base import Detections, HandDetector
 from modelscope_handkp.detection.palm import (PALM_NUM_ANCHORS, BlazePalm, PalmDetector, build_palm_detector,
                                               default_weights_path, hand_rect_corners, letterbox_matrices,
@@ -407,31 +409,14 @@ def test_convert_palm_detector_checks_the_tflite_parser_before_downloading(tmp_p
 def test_palm_openvino_runtime_is_safe_to_share_between_threads():
     """One palm detector (so one OpenVINO infer request) called from several threads gives each thread
     its own outputs: unguarded, a busy request raised or a re-run request handed over another thread's."""
-    import threading
     pytest.importorskip('openvino')
     pytest.importorskip('onnx')
     det = build_palm_detector('full', backend='openvino')
     g = torch.Generator().manual_seed(3)
     inputs = [torch.rand(n, 3, 192, 192, generator=g).numpy() for n in (1, 2, 1)]
-    refs = [det.runtime(x) for x in inputs]
-    errors, wrong = [], []
-
-    def work(t):
-        try:
-            for i in range(8):
-                j = (t + i) % len(inputs)
-                regs, scores = det.runtime(inputs[j])
-                if not (np.array_equal(regs, refs[j][0]) and np.array_equal(scores, refs[j][1])):
-                    wrong.append(j)
-        except Exception as e:  # noqa: BLE001
-            errors.append(repr(e))
-
-    threads = [threading.Thread(target=work, args=(t, )) for t in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == [] and wrong == []
+    calls = [lambda x=x: det.runtime(x) for x in inputs]
+    same = lambda a, b: np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])  # noqa: E731
+    assert thread_mismatches(calls, same, rounds=8) == []
 
 
 # ----------------------------------------------------------------------------------------------
