@@ -143,9 +143,24 @@ def resolve_model(model: str | None) -> str:
             f'modelscope.snapshot_download({hub_model_id()!r}).') from e
 
 
+class _WarningsOnly(logging.Filter):
+    """Drops ModelScope's records below WARNING: every ``modelscope.utils.logger.get_logger()`` call (the
+    trainer's among them) sets the logger's level back to INFO, so a level alone does not keep it quiet."""
+
+    def filter(self, record):
+        return record.levelno >= logging.WARNING
+
+
+_QUIET = _WarningsOnly()
+
+
 def _quiet_modelscope(verbose: bool) -> None:
-    if not verbose:
-        logging.getLogger('modelscope').setLevel(logging.WARNING)
+    logger = logging.getLogger('modelscope')
+    if verbose:
+        logger.removeFilter(_QUIET)
+    else:
+        logger.setLevel(logging.WARNING)
+        logger.addFilter(_QUIET)
 
 
 # ============================================================================== predict: inputs
@@ -173,8 +188,20 @@ def _folder_images(folder: str, exclude: str | None) -> tuple[list[tuple[str, st
     because they lie inside ``exclude`` (the output folder: earlier drawings)."""
     found = []
     skipped = 0
-    for root, dirs, files in os.walk(folder, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not d.startswith('.') and not _inside(os.path.join(root, d), exclude))
+    visited = {os.path.realpath(folder)}  # symlinked folders are searched too, each real folder once (no loops)
+
+    def keep(root: str, d: str) -> bool:
+        full = os.path.join(root, d)
+        if d.startswith('.') or _inside(full, exclude):
+            return False
+        real = os.path.realpath(full)
+        if real in visited:
+            return False
+        visited.add(real)
+        return True
+
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = [d for d in sorted(dirs) if keep(root, d)]
         for name in sorted(files):
             if _is_image_file(name) and not name.startswith('.'):
                 full = os.path.join(root, name)
@@ -394,6 +421,19 @@ def _finish_jsonl(tmp: str, final: str, written: int, overwrite: bool) -> None:
     os.replace(tmp, final)
 
 
+def _stdout_to_devnull() -> None:
+    """Point file descriptor 1 at os.devnull once stdout's reader is gone, so that no later write (nor
+    the flush at exit) raises BrokenPipeError again."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(fd, sys.stdout.fileno())
+        finally:
+            os.close(fd)
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (e.g. captured in tests)
+        pass
+
+
 def _write_image(path: str, image_rgb, overwrite: bool) -> None:
     import cv2
     ext = os.path.splitext(path)[1].lower()
@@ -479,12 +519,27 @@ def check_device(device: str | None) -> str | None:
     if not _DEVICE.match(value) or value.startswith('cpu:'):
         raise UsageError(f'--device {device!r}: not a device; pass cpu, gpu (or cuda) for the first GPU, or gpu:N '
                          '(cuda:N) for GPU number N.')
+    if value != 'cpu':  # ModelScope quietly runs on the CPU without CUDA, and fails late on a bad index
+        import torch
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(value.split(':')[1]) if ':' in value else 0
+        if n == 0:
+            _warn(f'--device {device}: no CUDA GPU is available here (torch.cuda.is_available() is False); '
+                  'running on the CPU.')
+        elif index >= n:
+            raise UsageError(f'--device {device}: there is no GPU number {index}; this machine has {n} '
+                             f'(gpu:0{f" ... gpu:{n - 1}" if n > 1 else ""}).')
     return value
 
 
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text if text else type(e).__name__
+
+
+def _warn_whole_image_thr(args) -> None:
+    if args.detector == 'whole-image' and args.score_thr is not None:
+        _warn('--score-thr ignored: --detector whole-image has no scores to threshold (each image is one hand).')
 
 
 def cmd_predict(args) -> int:
@@ -503,6 +558,14 @@ def cmd_predict(args) -> int:
         _err('no input images to process.')
         return EXIT_FAILED
     boxes = parse_boxes(args.boxes, images)
+    if len(boxes) == len(images):
+        ignored = [o for o, given in (('--score-thr', args.score_thr is not None),
+                                       ('--detector', args.detector != 'auto')) if given]
+        if ignored:
+            _warn(f'{" and ".join(ignored)} ignored: --boxes gives the boxes of every input image, so no detector '
+                  'runs.')
+    else:
+        _warn_whole_image_thr(args)
 
     # output files: refuse to overwrite anything without --overwrite, and never an input image
     jsonl_path = os.path.join(out_dir, PREDICTIONS_FILE) if out_dir is not None else None
@@ -527,6 +590,8 @@ def cmd_predict(args) -> int:
                           score_threshold=args.score_thr, device=args.device)
 
     failed = len(input_errors)
+    not_done = 0  # inputs left out because stdout was closed (nothing else would take their results)
+    stdout_closed = False
     jsonl = jsonl_tmp = None
     written = 0
     if jsonl_path is not None:
@@ -544,11 +609,21 @@ def cmd_predict(args) -> int:
                 if draw is not None:  # before the JSON line: a failed drawing is a failed image
                     _write_image(os.path.join(out_dir, im.rel), draw(rgb, result), args.overwrite)
                 line = json.dumps(record)
-                print(line, flush=True)
+                if not stdout_closed:
+                    try:
+                        print(line, flush=True)
+                    except BrokenPipeError:  # e.g. `| head -1`: not this image's failure
+                        stdout_closed = True
+                        _stdout_to_devnull()
                 if jsonl is not None:
                     jsonl.write(line + '\n')
                     jsonl.flush()
                     written += 1
+                elif stdout_closed:  # the results have nowhere to go: stop
+                    not_done = len(images) - i
+                    progress.write(f'{PROG}: error: stdout was closed (broken pipe); stopped, {not_done} '
+                                   'input(s) not processed.')
+                    break
             except (ImageReadError, OSError, ValueError, cv2.error) as e:
                 failed += 1
                 progress.write(f'{PROG}: error: {im.path}: {_first_line(e)}')
@@ -560,13 +635,13 @@ def cmd_predict(args) -> int:
         if jsonl is not None:
             jsonl.close()
             _finish_jsonl(jsonl_tmp, jsonl_path, written, args.overwrite)
-    done = len(images) - (failed - len(input_errors))
+    done = len(images) - (failed - len(input_errors)) - not_done
     where = f'; results in {out_dir}' if out_dir is not None else ''
     _info(f'{done} of {len(images) + len(input_errors)} inputs processed{where}.')
     if failed:
         _err(f'{failed} input(s) failed (see the messages above).')
         return EXIT_FAILED
-    return EXIT_OK
+    return EXIT_FAILED if not_done else EXIT_OK
 
 
 # ============================================================================== video
@@ -582,6 +657,9 @@ def cmd_video(args) -> int:
         raise UsageError(f'--score-thr must be in [0, 1], got {args.score_thr}.')
     if args.max_frames is not None and args.max_frames < 1:
         raise UsageError(f'--max-frames must be >= 1, got {args.max_frames}.')
+    _warn_whole_image_thr(args)
+    if args.jsonl is not None and os.path.abspath(args.jsonl) == os.path.abspath(args.out):
+        raise UsageError(f'--out and --jsonl are the same file ({args.out}); pass two paths.')
     source = _video_source(args.input)
     if isinstance(source, str) and not os.path.exists(source) and '://' not in source:
         raise CLIError(f'{source}: no such video file; pass a video file, a stream URL or a camera index (0, 1, ...).')
@@ -735,11 +813,18 @@ def train_cfg_options(args, model_dir: str) -> dict:
     return opts
 
 
+def _check_loader_args(args) -> None:
+    """--batch-size >= 1 and --workers >= 0, before any (slow) model loading."""
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UsageError(f'--batch-size must be >= 1, got {args.batch_size}.')
+    if args.workers is not None and args.workers < 0:
+        raise UsageError(f'--workers must be >= 0 (0: load data in the main process), got {args.workers}.')
+
+
 def cmd_train(args) -> int:
     if args.epochs is not None and args.epochs < 1:
         raise UsageError(f'--epochs must be >= 1, got {args.epochs}.')
-    if args.batch_size is not None and args.batch_size < 1:
-        raise UsageError(f'--batch-size must be >= 1, got {args.batch_size}.')
+    _check_loader_args(args)
     parse_cfg_options(args.cfg_options)  # bad arguments first
     if args.resume and args.overwrite:
         raise UsageError('--resume and --overwrite exclude each other.')
@@ -768,9 +853,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    _check_loader_args(args)
+    opts = parse_cfg_options(args.cfg_options)  # bad arguments first
     model_dir = resolve_model(args.model)
     data = _dataset_arg(args.data, args.split, args.img_prefix)
-    opts = parse_cfg_options(args.cfg_options)
     if args.no_flip:
         opts['model.test_cfg.flip_test'] = False
     if args.batch_size is not None:
@@ -794,6 +880,11 @@ def cmd_export(args) -> int:
     except ImportError as e:
         raise CLIError('ONNX export needs the onnx package: pip install "modelscope-handkp[onnx]" '
                        '(or pip install onnx).') from e
+    from .export import check_opset
+    try:
+        check_opset(args.opset)
+    except ValueError as e:
+        raise UsageError(f'--opset: {e}') from None
     targets = [p for p in (args.out, args.detector_out) if p is not None]
     if args.detector_out is not None and os.path.abspath(args.detector_out) == os.path.abspath(args.out):
         raise UsageError('--out and --detector-out are the same file; pass two paths.')
@@ -1049,6 +1140,13 @@ def main(argv: list[str] | None = None) -> int:
     args.debug = bool(getattr(args, 'debug', False))
     args.verbose = bool(getattr(args, 'verbose', False))
     _quiet_modelscope(args.verbose or args.command == 'train')
+    try:
+        return _run(args)
+    finally:
+        logging.getLogger('modelscope').removeFilter(_QUIET)  # in-process callers get their logging back
+
+
+def _run(args) -> int:
     try:
         if hasattr(args, 'device'):
             args.device = check_device(args.device)  # before any (slow) model loading

@@ -33,8 +33,10 @@ Graphs are written with the TorchScript-based exporter (``dynamo=False``; needs 
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import json
+import operator
 import os
 import stat
 import tempfile
@@ -54,6 +56,11 @@ __all__ = ['KeypointGraph', 'export_keypoint_onnx', 'export_keypoint_net', 'expo
            'export_detector_onnx', 'export_palm_net', 'DEFAULT_OPSET', 'read_metadata']
 
 DEFAULT_OPSET = 17
+# Below opset 11 the TorchScript exporter writes graphs that pass onnx.checker but do not compute what
+# PyTorch computes: Upsample/Resize without PyTorch's coordinate modes (the HRNet head, BlazePalm's FPN),
+# DARK decoding with mistyped nodes that ONNX Runtime refuses.  The SSDLite detector has no such op.
+MIN_OPSET = 11
+_MIN_DETECTOR_OPSET = 9
 FROM_MODEL = 'from_model'  # post_process default: the model's test_cfg
 
 
@@ -114,13 +121,44 @@ def _quiet_export():
 
 def _check_target(path, overwrite: bool) -> Path:
     path = Path(path)
+    if path.is_dir():  # before the exists() check: overwrite=True cannot help with a folder
+        raise IsADirectoryError(f'{path} is a directory; give the path of the .onnx file to write.')
     if path.exists() and not overwrite:
         raise FileExistsError(f'{path} already exists; pass overwrite=True (CLI: --overwrite) to replace it, '
                               'or choose another output path.')
-    if path.is_dir():
-        raise IsADirectoryError(f'{path} is a directory; give the path of the .onnx file to write.')
-    path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _max_opset() -> int | None:
+    """The highest opset both the installed TorchScript exporter and the onnx package know (None: unknown)."""
+    import onnx
+    try:
+        from torch.onnx import _constants
+        torch_max = int(_constants.ONNX_MAX_OPSET)
+    except (ImportError, AttributeError, TypeError, ValueError):
+        torch_max = None
+    onnx_max = int(onnx.defs.onnx_opset_version())
+    return onnx_max if torch_max is None else min(torch_max, onnx_max)
+
+
+def check_opset(opset, minimum: int = MIN_OPSET) -> int:
+    """``opset`` as an int, or ValueError (before anything is traced or written) when the graph cannot be
+    represented correctly in it or the installed exporter cannot write it."""
+    try:
+        if isinstance(opset, bool):
+            raise TypeError
+        opset = operator.index(opset)
+    except TypeError:
+        raise ValueError(f'opset must be an integer, got {opset!r}') from None
+    highest = _max_opset()
+    if opset < minimum or highest is not None and opset > highest:
+        top = f'{highest}' if highest is not None else 'the highest your torch/onnx support'
+        why = (f'below {minimum} the exported graph does not give PyTorch\'s numbers (or cannot be written)'
+               if opset < minimum else f'the installed torch {torch.__version__} / onnx exporter writes opsets up '
+               f'to {highest}')
+        raise ValueError(f'opset {opset} is not supported for this graph ({why}); use an opset from {minimum} to '
+                         f'{top} (default {DEFAULT_OPSET}).')
+    return opset
 
 
 # the TorchScript-based exporter: ``dynamo=False`` where the argument exists (torch >= 2.5, where the
@@ -136,16 +174,46 @@ def _plain_file_mode(path: Path) -> int:
         return new_file_mode()
 
 
+def _missing_dirs(folder: Path) -> list[Path]:
+    """The folders of ``folder`` (itself included) that do not exist yet, outermost first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing[::-1]
+
+
+def _cpu_module(module: nn.Module) -> nn.Module:
+    """``module`` itself when all its tensors are on the CPU, else a CPU copy (the caller's module stays
+    where it is): the example inputs are CPU tensors and the graph is written from the CPU."""
+    tensors = list(module.parameters()) + list(module.buffers())
+    if all(t.device.type == 'cpu' for t in tensors):
+        return module
+    return copy.deepcopy(module).cpu()
+
+
 def _export(module: nn.Module, args: tuple, path: Path, input_names, output_names, dynamic_axes,
-            metadata: dict, opset: int, static_dims: dict | None = None) -> Path:
+            metadata: dict, opset: int, static_dims: dict | None = None, overwrite: bool = False) -> Path:
     """Export to a temporary file next to ``path``, check it, add metadata, then move it in place
-    (a reader never sees a half-written graph)."""
+    (a reader never sees a half-written graph).  The graph is traced in eval mode; the train/eval
+    flags of ``module``'s submodules are restored afterwards, and a module on another device is
+    exported from a CPU copy.  Folders created for ``path`` are removed again when the export fails;
+    without ``overwrite`` a file that appeared at ``path`` meanwhile is never replaced."""
     import onnx
 
-    module = module.eval()
-    fd, tmp = tempfile.mkstemp(suffix='.onnx', prefix='.handkp-export-', dir=str(path.parent))
-    os.close(fd)
+    module = _cpu_module(module)
+    modes = [(m, m.training) for m in module.modules()]
+    created = _missing_dirs(path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd, tmp = tempfile.mkstemp(suffix='.onnx', prefix='.handkp-export-', dir=str(path.parent))
+        except PermissionError as e:
+            raise PermissionError(e.errno, f'cannot write {path}: the folder {path.parent} is not writable '
+                                  f'({e.strerror}); choose another output path') from e
+        os.close(fd)
+        module.eval()
         with _quiet_export(), torch.no_grad():
             torch.onnx.export(module, args, tmp, input_names=list(input_names),
                               output_names=list(output_names), dynamic_axes=dynamic_axes, opset_version=opset,
@@ -163,11 +231,36 @@ def _export(module: nn.Module, args: tuple, path: Path, input_names, output_name
             entry.value = value if isinstance(value, str) else json.dumps(value)
         onnx.save(proto, tmp)
         os.chmod(tmp, _plain_file_mode(path))  # mkstemp makes it private (0600); the graph is a plain file
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _move_no_replace(tmp, path)
+        created = []
     finally:
-        if os.path.exists(tmp):
+        for m, training in modes:  # attribute, not .train(): a folded model refuses .train(True)
+            m.training = training
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty
     return path
+
+
+def _move_no_replace(tmp: str, path: Path) -> None:
+    """Rename ``tmp`` to ``path`` unless ``path`` exists (atomically where the filesystem has hard links)."""
+    try:
+        os.link(tmp, path)  # fails when path exists, never replaces it
+    except FileExistsError:
+        raise FileExistsError(f'{path} appeared while the graph was exported; it is left as it is (pass '
+                              'overwrite=True, CLI: --overwrite, to replace it).') from None
+    except OSError:  # no hard links here (some network / FAT filesystems)
+        if os.path.lexists(path):
+            raise FileExistsError(f'{path} appeared while the graph was exported; it is left as it is (pass '
+                                  'overwrite=True, CLI: --overwrite, to replace it).') from None
+        os.replace(tmp, path)
+    else:
+        os.remove(tmp)
 
 
 def _model_metadata(model: nn.Module) -> dict:
@@ -187,6 +280,7 @@ def export_keypoint_onnx(model: nn.Module, path, flip_test: bool = True, rotatio
     default to the model's ``test_cfg`` ('unbiased', 11).  With
     ``rotations`` the graph takes a 4th input, the crop rotations in degrees.
     """
+    opset = check_opset(opset)
     path = _check_target(path, overwrite)
     graph = KeypointGraph(model, flip_test=flip_test, post_process=post_process, kernel=kernel)
     w, h = (int(v) for v in getattr(model, 'input_size', (256, 256)))
@@ -202,18 +296,19 @@ def export_keypoint_onnx(model: nn.Module, path, flip_test: bool = True, rotatio
                 kernel=graph.decoder.kernel, inputs=names, outputs=['keypoints', 'scores'])
     k = int(getattr(model, 'num_keypoints', 21))
     return _export(graph, tuple(args), path, names, ['keypoints', 'scores'], dynamic, meta, opset,
-                   static_dims={'keypoints': {1: k, 2: 2}, 'scores': {1: k, 2: 1}})
+                   static_dims={'keypoints': {1: k, 2: 2}, 'scores': {1: k, 2: 1}}, overwrite=overwrite)
 
 
 def export_keypoint_net(model: nn.Module, path, opset: int = DEFAULT_OPSET, overwrite: bool = False) -> Path:
     """Write the network alone (``crops -> heatmaps``, BatchNorm folded) to ``path``."""
+    opset = check_opset(opset)
     path = _check_target(path, overwrite)
     net = model if is_folded(model) else fold_batchnorm(model)
     w, h = (int(v) for v in getattr(model, 'input_size', (256, 256)))
     meta = _model_metadata(model)
     meta.update(graph='heatmaps', inputs=['crops'], outputs=['heatmaps'])
     return _export(_NetOnly(net), (torch.zeros(2, 3, h, w), ), path, ['crops'], ['heatmaps'],
-                   {'crops': {0: 'N'}, 'heatmaps': {0: 'N'}}, meta, opset)
+                   {'crops': {0: 'N'}, 'heatmaps': {0: 'N'}}, meta, opset, overwrite=overwrite)
 
 
 def export_decoder_onnx(path, post_process: str | None = 'unbiased', kernel: int = 11, num_keypoints: int = 21,
@@ -221,6 +316,7 @@ def export_decoder_onnx(path, post_process: str | None = 'unbiased', kernel: int
                         overwrite: bool = False) -> Path:
     """Write the decoding alone (``heatmaps, centers, scales[, rotations] -> keypoints, scores``),
     for runtimes that produce the heatmaps some other way."""
+    opset = check_opset(opset)
     path = _check_target(path, overwrite)
     w, h = (int(v) for v in heatmap_size)
     args = [torch.rand(2, num_keypoints, h, w), torch.full((2, 2), 100.0), torch.ones(2, 2)]
@@ -233,7 +329,8 @@ def export_decoder_onnx(path, post_process: str | None = 'unbiased', kernel: int
                 num_keypoints=int(num_keypoints), inputs=names, outputs=['keypoints', 'scores'], scale_unit_px=200.0)
     dynamic = {name: {0: 'N'} for name in names + ['keypoints', 'scores']}
     return _export(decoder, tuple(args), path, names, ['keypoints', 'scores'], dynamic, meta, opset,
-                   static_dims={'keypoints': {1: num_keypoints, 2: 2}, 'scores': {1: num_keypoints, 2: 1}})
+                   static_dims={'keypoints': {1: num_keypoints, 2: 2}, 'scores': {1: num_keypoints, 2: 1}},
+                   overwrite=overwrite)
 
 
 def export_detector_onnx(detector: nn.Module, path, opset: int = DEFAULT_OPSET, fold_bn: bool = True,
@@ -246,8 +343,9 @@ def export_detector_onnx(detector: nn.Module, path, opset: int = DEFAULT_OPSET, 
     if not hasattr(detector, 'forward_raw'):
         raise TypeError(f'{type(detector).__name__} has no forward_raw(); export_detector_onnx expects the '
                         'SSDLite hand detector from modelscope_handkp.detection.build_hand_detector.')
+    opset = check_opset(opset, _MIN_DETECTOR_OPSET)
     path = _check_target(path, overwrite)
-    net = fold_batchnorm(detector) if fold_bn else detector.eval()
+    net = fold_batchnorm(detector) if fold_bn else detector
     w, h = (int(v) for v in getattr(detector, 'input_size', (320, 320)))
     meta = dict(graph='detector_raw', input_size=[w, h], inputs=['images'], outputs=['cls_logits', 'bbox_deltas'],
                 color='RGB', mean=[float(v) for v in detector.pixel_mean.flatten()],
@@ -259,13 +357,14 @@ def export_detector_onnx(detector: nn.Module, path, opset: int = DEFAULT_OPSET, 
                      'DeltaXYWH decode of bbox_deltas against detector.anchors()')
     dynamic = {'images': {0: 'N'}, 'cls_logits': {0: 'N'}, 'bbox_deltas': {0: 'N'}}
     return _export(_DetectorRaw(net), (torch.zeros(1, 3, h, w), ), path, ['images'], ['cls_logits', 'bbox_deltas'],
-                   dynamic, meta, opset)
+                   dynamic, meta, opset, overwrite=overwrite)
 
 
 def export_palm_net(model: nn.Module, path, opset: int = DEFAULT_OPSET, overwrite: bool = False) -> Path:
     """Write MediaPipe's palm detector network (:class:`~modelscope_handkp.detection.palm.BlazePalm`,
     ``images [N, 3, 192, 192] RGB in [0, 1] -> regressors [N, 2016, 18], scores [N, 2016, 1]``, the raw
     outputs of ``PalmDetector.forward_raw``) to ``path``; decode with ``PalmDetector.postprocess``."""
+    opset = check_opset(opset)
     path = _check_target(path, overwrite)
     size = 192
     meta = dict(graph='palm_detector_raw', variant=str(getattr(model, 'variant', 'full')), input_size=[size, size],
@@ -273,8 +372,8 @@ def export_palm_net(model: nn.Module, path, opset: int = DEFAULT_OPSET, overwrit
                 std=[1.0, 1.0, 1.0], note='images letterboxed to 192x192 and divided by 255; anchors from '
                 'modelscope_handkp.detection.palm.palm_anchors()')
     dynamic = {'images': {0: 'N'}, 'regressors': {0: 'N'}, 'scores': {0: 'N'}}
-    return _export(model.eval(), (torch.zeros(1, 3, size, size), ), path, ['images'], ['regressors', 'scores'],
-                   dynamic, meta, opset)
+    return _export(model, (torch.zeros(1, 3, size, size), ), path, ['images'], ['regressors', 'scores'],
+                   dynamic, meta, opset, overwrite=overwrite)
 
 
 def read_metadata(path) -> dict:

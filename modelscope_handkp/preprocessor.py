@@ -97,8 +97,9 @@ def _header_size(data: bytes):
     return None
 
 
-def decode_image_bytes(data: bytes, what: str) -> np.ndarray:
-    """Encoded image bytes -> RGB uint8 (H, W, 3)."""
+def decode_image_bytes(data: bytes, what: str, given_as_bytes: bool = False) -> np.ndarray:
+    """Encoded image bytes -> RGB uint8 (H, W, 3).  ``given_as_bytes``: the caller passed the bytes
+    themselves (a text error then suggests that a path was meant)."""
     if len(data) == 0:
         raise ImageReadError(f'{what} is empty (0 bytes); pass a complete image file.')
     size = _header_size(data)
@@ -117,7 +118,8 @@ def decode_image_bytes(data: bytes, what: str) -> np.ndarray:
         head = data[:16]
         text = all(32 <= b < 127 or b in (9, 10, 13) for b in head)
         kind = 'text' if text else 'not an image OpenCV can read'
-        hint = ' (bytes are read as the encoded image itself; pass a file path as str)' if text else ''
+        hint = ' (bytes are read as the encoded image itself; pass a file path as str)' if text and given_as_bytes \
+            else ''
         raise ImageReadError(f'{what} is not a readable image ({kind}; first bytes {head[:8]!r}){hint}; pass a '
                              'JPEG/PNG/BMP/TIFF/WebP image file.')
     _check_size(img.shape[0], img.shape[1], what)
@@ -208,7 +210,7 @@ def load_rgb(data, input_color: str = 'bgr') -> np.ndarray:
     if isinstance(data, (str, os.PathLike)):
         return read_image_file(data)
     if isinstance(data, (bytes, bytearray, memoryview)):
-        return decode_image_bytes(bytes(data), 'the image bytes')
+        return decode_image_bytes(bytes(data), 'the image bytes', given_as_bytes=True)
     if isinstance(data, np.ndarray):
         return array_to_rgb(data, input_color)
     try:

@@ -132,8 +132,9 @@ def test_ragged_boxes_say_what_is_wrong(tiny, photo):
 
 def test_text_named_jpg(tiny, tmp_path):
     (tmp_path / 'notes.jpg').write_text('this is not an image\n')
-    with pytest.raises(ImageReadError, match=r'not a readable image \(text.*pass a JPEG/PNG'):
+    with pytest.raises(ImageReadError, match=r'not a readable image \(text.*pass a JPEG/PNG') as err:
         tiny(str(tmp_path / 'notes.jpg'))
+    assert 'pass a file path as str' not in str(err.value)  # it was a path: that hint is for bytes input
 
 
 def test_directory_instead_of_image(tiny, tmp_path):

@@ -744,3 +744,160 @@ def test_result_record_writes_non_finite_numbers_as_json_null():
     assert hand['box'] == [1.0, 2.0, 30.5, None] and hand['score'] == 0.8765
     assert hand['keypoints'][4] == [4.123, None, 0.0] and hand['keypoints'][7][2] is None
     assert hand['keypoints'][20] == [20.123, 0.0, 0.0]
+
+
+# ----------------------------------------------------------------------------- review fixes
+class _ClosingStdout:
+    """A stdout whose reader goes away after ``keep`` writes (like ``| head -1``; print() writes a line
+    and its newline separately)."""
+
+    def __init__(self, keep: int):
+        self.keep, self.lines = keep, []
+
+    def write(self, text):
+        if len(self.lines) >= self.keep:
+            raise BrokenPipeError(32, 'Broken pipe')
+        self.lines.append(text)
+        return len(text)
+
+    def flush(self):
+        pass
+
+
+def test_predict_broken_stdout_is_no_image_failure(tiny_dir, images, tmp_path, capsys, monkeypatch):
+    common = ['predict', *images, '--model', tiny_dir, '--detector', 'whole-image', '--no-flip', '--no-progress']
+    # with --out the run goes on: every image gets its drawing and its line in predictions.jsonl
+    out = tmp_path / 'out'
+    monkeypatch.setattr(sys, 'stdout', _ClosingStdout(keep=2))
+    code = cli.main([str(a) for a in common + ['--out', out]])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert 'Broken pipe' not in err and f'{len(images)} of {len(images)} inputs processed' in err
+    recs = [json.loads(line) for line in (out / 'predictions.jsonl').read_text().splitlines()]
+    assert [r['image'] for r in recs] == images
+    assert sorted(p.name for p in out.glob('*.jpg')) == sorted(os.path.basename(i) for i in images)
+    # without files to write there is nothing left to do: stop at once, exit 1, say so once
+    stdout = _ClosingStdout(keep=2)
+    monkeypatch.setattr(sys, 'stdout', stdout)
+    code = cli.main([str(a) for a in common + ['--json-only']])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert len(stdout.lines) == 2 and json.loads(stdout.lines[0])['image'] == images[0]  # line + '\n'
+    assert err.count('stdout was closed') == 1 and f'{len(images) - 1} input(s) not processed' in err
+    assert f'1 of {len(images)} inputs processed' in err and 'Broken pipe]' not in err
+
+
+def test_folder_inputs_follow_symlinked_folders_once(data_dir, tmp_path):
+    src = tmp_path / 'real'
+    src.mkdir()
+    shutil.copy(data_dir / 'hands' / 'onehand10k' / '9.jpg', src / 'a.jpg')
+    top = tmp_path / 'top'
+    top.mkdir()
+    (top / 'linked').symlink_to(src, target_is_directory=True)
+    (top / 'loop').symlink_to(top, target_is_directory=True)  # a cycle: searched no further
+    images, errors = cli.collect_inputs([str(top)])
+    assert errors == []
+    assert [(im.path, im.rel) for im in images] == [(str(top / 'linked' / 'a.jpg'), os.path.join('linked', 'a.jpg'))]
+    # a symlinked folder inside the output folder stays skipped
+    images, errors = cli.collect_inputs([str(top)], exclude_dir=str(src))
+    assert images == [] and len(errors) == 1
+
+
+def test_eval_and_train_loader_arguments_exit_2(tmp_path, capsys):
+    missing_model = tmp_path / 'no_model'  # never reached: arguments are checked first
+    for cmd, flag, value in ((['eval', '--data', tmp_path], '--batch-size', '0'),
+                             (['eval', '--data', tmp_path], '--workers', '-1'),
+                             (['train', '--data', tmp_path, '--work-dir', tmp_path / 'w'], '--workers', '-2')):
+        code, _, err = run(cmd + ['--model', missing_model, flag, value], capsys)
+        assert code == 2 and f'{flag} must be' in err and f'got {value}' in err, (cmd, err)
+        assert 'no such model' not in err
+    code, _, err = run(['eval', '--data', tmp_path, '--model', missing_model, '--cfg-options', 'novalue'], capsys)
+    assert code == 2 and 'key=value' in err
+    assert not (tmp_path / 'w').exists()
+
+
+def test_eval_keeps_modelscope_quiet_without_verbose(tiny_dir, tmp_path, capsys, monkeypatch):
+    import logging
+
+    from modelscope.utils.logger import get_logger
+    records = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    class FakeTrainer:  # like EpochBasedTrainer: get_logger() sets the level back to INFO, then logs
+        eval_dataset = [0, 1]
+
+        def __init__(self, default_args):
+            get_logger().info('Training Config Start')
+            get_logger().warning('a real warning')
+
+        def evaluate(self):
+            return {'PCK': 0.5}
+
+    monkeypatch.setattr(cli, '_build_trainer', FakeTrainer)
+    handler = Collect(level=logging.DEBUG)
+    logging.getLogger('modelscope').addHandler(handler)
+    ann = tmp_path / 'ann.json'
+    ann.write_text('{}')
+    try:
+        code, lines, err = run(['eval', '--model', tiny_dir, '--data', ann], capsys)
+        assert code == 0 and lines[-1]['metrics'] == {'PCK': 0.5} and lines[-1]['num_hands'] == 2, err
+        assert records == ['a real warning']
+        records.clear()
+        code, lines, err = run(['eval', '--model', tiny_dir, '--data', ann, '--verbose'], capsys)
+        assert code == 0 and records == ['Training Config Start', 'a real warning']
+    finally:
+        logging.getLogger('modelscope').removeHandler(handler)
+    assert cli._QUIET not in logging.getLogger('modelscope').filters  # in-process callers get it back
+
+
+def test_device_gpu_without_cuda_warns_and_bad_index_is_usage_error(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    assert cli.check_device('cuda') == 'cuda'
+    assert 'no CUDA GPU is available' in capsys.readouterr().err
+    assert cli.check_device('cpu') == 'cpu' and capsys.readouterr().err == ''
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
+    assert cli.check_device('GPU:1') == 'gpu:1' and capsys.readouterr().err == ''
+    with pytest.raises(cli.UsageError, match='no GPU number 2; this machine has 2'):
+        cli.check_device('cuda:2')
+    code, _, err = run(['predict', 'x.jpg', '--device', 'cuda:5'], capsys)
+    assert code == 2 and 'no GPU number 5' in err
+
+
+def test_predict_warns_about_ignored_detector_options(tiny_dir, images, capsys):
+    box = [40.0, 120.0, 160.0, 240.0, 0.1]
+    code, lines, err = run(['predict', images[0], '--model', tiny_dir, '--json-only', '--no-flip',
+                            '--boxes', json.dumps([box]), '--score-thr', '0.5', '--detector', 'palm'], capsys)
+    assert code == 0, err
+    assert '--score-thr and --detector ignored: --boxes gives the boxes of every input image' in err
+    assert [h['box'] + [h['score']] for h in lines[0]['hands']] == [box]  # the low-score box is kept
+    code, lines, err = run(['predict', images[0], '--model', tiny_dir, '--json-only', '--no-flip',
+                            '--detector', 'whole-image', '--score-thr', '1'], capsys)
+    assert code == 0 and '--score-thr ignored: --detector whole-image' in err
+    assert [h['score'] for h in lines[0]['hands']] == [1.0]
+    code, lines, err = run(['predict', images[0], '--model', tiny_dir, '--json-only', '--no-flip',
+                            '--boxes', json.dumps([box])], capsys)
+    assert code == 0 and 'warning' not in err
+
+
+def test_video_same_out_and_jsonl_is_usage_error(tmp_path, capsys):
+    src = tmp_path / 'in.avi'
+    src.write_bytes(b'not read')
+    code, _, err = run(['video', src, '--out', tmp_path / 'o.avi', '--jsonl', tmp_path / 'o.avi',
+                        '--model', tmp_path / 'no_model'], capsys)
+    assert code == 2 and 'same file' in err
+    assert sorted(os.listdir(tmp_path)) == ['in.avi']
+
+
+def test_export_opset_out_of_range_is_a_usage_error(tmp_path, capsys):
+    """--opset outside what the graph and the installed exporter support: exit 2 with the range, before
+    any model is loaded or file written (it was exit 1, 'ValueError', after loading)."""
+    pytest.importorskip('onnx')
+    from modelscope_handkp.export import MIN_OPSET
+    for bad in (9, 99):
+        code, _, err = run(['export', '--opset', bad, '--out', tmp_path / 'k.onnx'], capsys)
+        assert code == 2 and f'--opset: opset {bad} is not supported' in err and f'from {MIN_OPSET} to' in err
+    assert list(tmp_path.iterdir()) == []

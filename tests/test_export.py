@@ -210,3 +210,195 @@ def test_damaged_cache_graph_is_exported_again(tmp_path, monkeypatch):
     first.write_bytes(b'garbage')
     again = backends.cached_onnx(net, 'thing', export, 'test graph')
     assert again == first and len(calls) == 2 and read_metadata(again)['graph'] == 'decoder'
+
+
+# ---------------------------------------------------------------------------------------------- review fixes
+def _small_model(seed=1, size=(64, 64)):
+    cfg = hrnet_model_cfg(hrnet_extra(width=8, blocks=1, modules=(1, 1, 1, 1), stem_blocks=1), image_size=size)
+    torch.manual_seed(seed)
+    return build_hand_model(cfg)
+
+
+@pytest.mark.parametrize('flip,rotations', [(True, True), (True, False), (False, True), (False, False)])
+def test_keypoint_graph_any_batch_with_and_without_flip_and_rotations(tmp_path, flip, rotations):
+    """0, 1 and many crops, a non-square crop: ONNX Runtime gives KeypointGraph's numbers; the metadata
+    describes the model."""
+    m = _small_model(size=(64, 96)).eval()
+    path = export_keypoint_onnx(m, tmp_path / 'k.onnx', flip_test=flip, rotations=rotations)
+    meta = read_metadata(path)
+    assert (meta['input_size'], meta['heatmap_size'], meta['num_keypoints'], meta['flip_test']) == (
+        [64, 96], [16, 24], 21, flip)
+    sess = _session(path)
+    assert sess.get_inputs()[0].shape == ['N', 3, 96, 64]
+    graph = KeypointGraph(m, flip_test=flip).eval()
+    gen = torch.Generator().manual_seed(3)
+    for n in (0, 1, 5):
+        x = torch.randn(n, 3, 96, 64, generator=gen)
+        c = torch.rand(n, 2, generator=gen) * 300
+        s = torch.rand(n, 2, generator=gen) * 0.2 + 0.2  # <= 5 image px per heatmap px
+        r = torch.rand(n, generator=gen) * 360 - 180
+        feed = {'crops': x.numpy(), 'centers': c.numpy(), 'scales': s.numpy()}
+        if rotations:
+            feed['rotations'] = r.numpy()
+        kp, sc = sess.run(None, feed)
+        assert kp.shape == (n, 21, 2) and sc.shape == (n, 21, 1)
+        if n == 0:
+            continue
+        with torch.no_grad():
+            tk, ts = graph(x, c, s, r if rotations else None)
+            # random weights: flat peaks amplify float32 rounding (module docstring); sharp ones only
+            well = decode_torch.peak_curvature(graph.heatmaps(x)).numpy() >= 0.01
+        assert well.sum() >= 5 * n
+        # in heatmap pixels (these crops are 2-4 image px per heatmap px); the 1e-3 image-px check on a
+        # realistic network is test_keypoint_graph_equals_pytorch
+        px_per_hm = (s.numpy() * 200.0 / np.array([16.0, 24.0])).max(-1)[:, None]
+        assert (np.abs(kp - tk.numpy()).max(-1) / px_per_hm)[well].max() <= KP_TOL
+        assert np.abs(sc - ts.numpy()).max() <= 1e-6
+
+
+@pytest.mark.parametrize('opset', [9, 10])
+def test_opset_below_11_is_refused_before_anything_is_written(tmp_path, opset):
+    """At opsets 9/10 the exporter wrote graphs that passed onnx.checker but gave keypoints 100+ px off
+    (Upsample without PyTorch's coordinate mode) or that ONNX Runtime refused; now a clear error."""
+    target = tmp_path / 'new' / 'k.onnx'
+    with pytest.raises(ValueError, match=f'opset {opset} is not supported.*from 11'):
+        export_keypoint_onnx(_small_model().eval(), target, flip_test=False, post_process='default', opset=opset)
+    with pytest.raises(ValueError, match='from 11'):
+        export_decoder_onnx(target, post_process='unbiased', opset=opset)
+    assert not (tmp_path / 'new').exists()
+
+
+def test_opset_above_the_exporter_is_refused_with_the_range(tmp_path):
+    from modelscope_handkp.export import _max_opset
+    top = _max_opset()
+    with pytest.raises(ValueError, match=f'from 11 to {top}'):
+        export_decoder_onnx(tmp_path / 'd.onnx', opset=top + 5)
+    with pytest.raises(ValueError, match='integer'):
+        export_decoder_onnx(tmp_path / 'd.onnx', opset=17.5)
+    assert list(tmp_path.iterdir()) == []
+    # the lowest accepted opset gives PyTorch's numbers
+    m = _small_model().eval()
+    path = export_keypoint_onnx(m, tmp_path / 'k11.onnx', flip_test=True, post_process='default', opset=11)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    c, s = torch.full((2, 2), 120.0), torch.full((2, 2), 0.5)
+    kp, _ = _session(path).run(None, {'crops': x.numpy(), 'centers': c.numpy(), 'scales': s.numpy()})
+    with torch.no_grad():
+        tk, _ = KeypointGraph(m, flip_test=True, post_process='default')(x, c, s)
+    assert np.abs(kp - tk.numpy()).max() <= 1e-3
+
+
+def test_detector_graph_keeps_low_opsets(tmp_path, reference_dir, ssdlite_synth_state_dict, detector_ref):
+    from modelscope_handkp.detection import build_hand_detector
+    det = build_hand_detector(reference_dir / 'official_like_model' / 'detection' / 'config.py',
+                              ssdlite_synth_state_dict)
+    cls, _ = _session(export_detector_onnx(det, tmp_path / 'd9.onnx', opset=9)).run(
+        None, {'images': detector_ref['input_tensor']})
+    assert np.abs(cls - detector_ref['cls_logits']).max() <= 1e-4 * np.abs(detector_ref['cls_logits']).max()
+
+
+def test_failed_export_leaves_no_folders_or_files(tmp_path, monkeypatch):
+    import onnx
+    def broken(*a, **k):
+        raise RuntimeError('checker says no')
+    monkeypatch.setattr(onnx.checker, 'check_model', broken)
+    with pytest.raises(RuntimeError, match='checker says no'):
+        export_decoder_onnx(tmp_path / 'a' / 'b' / 'd.onnx')
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_folder_is_named_as_a_folder(tmp_path):
+    (tmp_path / 'x.onnx').mkdir()
+    with pytest.raises(IsADirectoryError, match='is a directory'):
+        export_decoder_onnx(tmp_path / 'x.onnx')  # not "pass overwrite=True", which could not help
+
+
+def test_unwritable_folder_error_names_the_target(tmp_path, monkeypatch):
+    """The error named the hidden temporary file (.handkp-export-XXXX.onnx), not the path asked for."""
+    import os
+    import tempfile
+
+    def denied(*a, dir=None, **k):
+        raise PermissionError(13, 'Permission denied', os.path.join(dir, '.handkp-export-abc.onnx'))
+    monkeypatch.setattr(tempfile, 'mkstemp', denied)
+    with pytest.raises(PermissionError, match=r'cannot write .*d\.onnx: the folder .*sub is not writable') as e:
+        export_decoder_onnx(tmp_path / 'sub' / 'd.onnx')
+    assert '.handkp-export-' not in str(e.value)
+    assert list(tmp_path.iterdir()) == []  # the folder made for it is gone again
+
+
+def test_file_that_appears_during_export_is_not_replaced(tmp_path, monkeypatch):
+    """The existence check runs before the (slow) export; a file written meanwhile by someone else
+    must not be replaced silently when overwrite is False."""
+    import onnx
+    target = tmp_path / 'd.onnx'
+    original = onnx.checker.check_model
+
+    def check_and_race(proto, *a, **k):
+        target.write_bytes(b'written meanwhile')
+        return original(proto, *a, **k)
+    monkeypatch.setattr(onnx.checker, 'check_model', check_and_race)
+    with pytest.raises(FileExistsError, match='appeared while'):
+        export_decoder_onnx(target)
+    assert target.read_bytes() == b'written meanwhile'
+    assert [p.name for p in tmp_path.iterdir()] == ['d.onnx']
+    export_decoder_onnx(target, overwrite=True)  # asked for: replaced
+    assert read_metadata(target)['graph'] == 'decoder'
+
+
+def test_export_leaves_the_users_module_mode_alone_and_exports_eval_behaviour(tmp_path):
+    """export_palm_net switched the user's network to eval mode for good (and the SSDLite/fold_bn=False
+    path did the same); the exported graph must still be the eval-mode network."""
+    from modelscope_handkp.detection import build_palm_detector
+    from modelscope_handkp.export import export_palm_net
+    net = build_palm_detector(backend='eager').model
+    net.train()
+    grads = [p.requires_grad for p in net.parameters()]
+    path = export_palm_net(net, tmp_path / 'palm.onnx')
+    assert net.training and all(m.training for m in net.modules())
+    assert [p.requires_grad for p in net.parameters()] == grads
+    x = torch.rand(1, 3, 192, 192, generator=torch.Generator().manual_seed(0))
+    net.eval()
+    with torch.no_grad():
+        ref = net(x)[1].numpy()
+    got = dict(zip([o.name for o in _session(path).get_outputs()], _session(path).run(None, {'images': x.numpy()})))
+    assert np.abs(got['scores'] - ref).max() <= 1e-3
+
+
+def test_train_mode_keypoint_model_exports_eval_behaviour_and_keeps_its_state(tmp_path):
+    m = _small_model()
+    m.train()
+    next(m.parameters()).requires_grad_(False)  # a partly frozen model keeps its flags
+    state = [(mod.training) for mod in m.modules()], [p.requires_grad for p in m.parameters()]
+    path = export_keypoint_onnx(m, tmp_path / 'k.onnx', flip_test=False, post_process=None)
+    assert ([mod.training for mod in m.modules()], [p.requires_grad for p in m.parameters()]) == state
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    c, s = torch.full((2, 2), 120.0), torch.full((2, 2), 0.5)
+    _, sc = _session(path).run(None, {'crops': x.numpy(), 'centers': c.numpy(), 'scales': s.numpy()})
+    m.eval()
+    with torch.no_grad():
+        ref = m(x).flatten(2).amax(-1)
+    assert np.abs(sc[..., 0] - ref.numpy()).max() <= 1e-5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_export_of_a_cuda_model_gives_the_cpu_numbers_and_leaves_it_on_cuda(tmp_path):
+    from modelscope_handkp.detection import build_palm_detector
+    from modelscope_handkp.export import export_keypoint_net, export_palm_net
+    m = _small_model().eval()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = m(x).numpy()
+    m.cuda()
+    for fn in (export_keypoint_onnx, export_keypoint_net):
+        path = fn(m, tmp_path / f'{fn.__name__}.onnx')
+        assert _session(path).get_inputs()[0].name == 'crops'
+    (hm, ) = _session(tmp_path / 'export_keypoint_net.onnx').run(None, {'crops': x.numpy()})
+    assert np.abs(hm - ref).max() <= 1e-4 * np.abs(ref).max()
+    assert all(p.device.type == 'cuda' for p in m.parameters())
+    from modelscope_handkp.models.fuse import fold_batchnorm
+    folded = fold_batchnorm(m)  # an already folded model on the GPU (the backends' case)
+    export_keypoint_net(folded, tmp_path / 'folded.onnx')
+    assert all(p.device.type == 'cuda' for p in folded.parameters())
+    palm = build_palm_detector(backend='eager').model.cuda()
+    export_palm_net(palm, tmp_path / 'palm.onnx')
+    assert all(p.device.type == 'cuda' for p in palm.parameters())
