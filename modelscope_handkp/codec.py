@@ -19,20 +19,14 @@ import warnings
 
 import cv2
 import numpy as np
-import torch
 
-from .transforms import heatmap_to_image
+from .transforms import heatmap_to_image, to_numpy
 
 POST_PROCESS_MODES = ('unbiased', 'default', None)
 
 
 def _to_numpy(x) -> np.ndarray:
-    if hasattr(x, 'detach'):
-        x = x.detach().cpu()
-        if x.is_floating_point() and x.dtype not in (torch.float32, torch.float64):
-            x = x.float()  # bfloat16 has no NumPy dtype
-        x = x.numpy()
-    return np.asarray(x, dtype=np.float32)
+    return np.asarray(to_numpy(x), dtype=np.float32)
 
 
 def argmax_2d(heatmaps: np.ndarray):
@@ -120,6 +114,13 @@ def quarter_offset(heatmaps: np.ndarray, preds: np.ndarray) -> np.ndarray:
     return preds
 
 
+def warn_non_finite_heatmaps(bad: int, total: int, stacklevel: int = 2) -> None:
+    """The RuntimeWarning of both decoders for heatmaps holding NaN/inf values."""
+    warnings.warn(f'{bad} of {total} heatmaps contain NaN or infinite values; their keypoints and scores are '
+                  'meaningless (NaN, or the "no peak" point). Check the network input and weights (a float16 '
+                  'overflow?).', RuntimeWarning, stacklevel=stacklevel + 1)
+
+
 def decode_heatmaps(heatmaps, centers, scales, post_process: str | None = 'unbiased', kernel: int = 11,
                     rotations=None):
     """Heatmaps [N, K, H, W] -> (coords float32 [N, K, 2] in image pixels, scores float32 [N, K, 1]).
@@ -148,9 +149,7 @@ def decode_heatmaps(heatmaps, centers, scales, post_process: str | None = 'unbia
     # a NaN or +inf pixel anywhere in a map makes its peak value non-finite: checking N x K results is enough
     bad = ~(np.isfinite(coords).all(axis=-1) & np.isfinite(maxvals[..., 0]))
     if bad.any():
-        warnings.warn(f'{int(bad.sum())} of {bad.size} heatmaps contain NaN or infinite values; their keypoints '
-                      'and scores are meaningless (NaN, or the "no peak" point). Check the network input and '
-                      'weights (a float16 overflow?).', RuntimeWarning, stacklevel=2)
+        warn_non_finite_heatmaps(int(bad.sum()), bad.size, stacklevel=2)
     return coords, maxvals
 
 

@@ -21,7 +21,6 @@ Coordinates are then mapped from heatmap pixels to image pixels with the crop's 
 from __future__ import annotations
 
 import math
-import warnings
 
 import cv2
 import numpy as np
@@ -301,11 +300,10 @@ def decode_heatmaps(heatmaps: torch.Tensor, centers: torch.Tensor, scales: torch
 def _warn_non_finite(coords: torch.Tensor, maxvals: torch.Tensor) -> None:
     """Warn when heatmaps with NaN/inf values made NaN keypoints or scores (checked on the N x K
     results only: a NaN or +inf pixel anywhere in a map makes its peak value non-finite)."""
+    from .codec import warn_non_finite_heatmaps
     bad = ~(torch.isfinite(coords).all(dim=-1) & torch.isfinite(maxvals))
     if bool(bad.any()):
-        warnings.warn(f'{int(bad.sum())} of {bad.numel()} heatmaps contain NaN or infinite values; their keypoints '
-                      'and scores are meaningless (NaN, or the "no peak" point). Check the network input and '
-                      'weights (a float16 overflow?).', RuntimeWarning, stacklevel=3)
+        warn_non_finite_heatmaps(int(bad.sum()), bad.numel(), stacklevel=3)
 
 
 @torch.no_grad()

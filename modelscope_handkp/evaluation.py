@@ -20,18 +20,12 @@ import numpy as np
 from modelscope.metrics.base import Metric
 
 from .metrics import keypoint_metrics
+from .transforms import to_numpy
 
 SUPPORTED_EVALUATORS = ('KeyPointEvaluator', )
 SUPPORTED_METRIC_NAMES = ('PCK', 'AUC', 'EPE', 'NME')
 
 
-def _np(x) -> np.ndarray:
-    if hasattr(x, 'detach'):
-        x = x.detach().cpu()
-        if x.is_floating_point() and x.itemsize < 4:
-            x = x.float()  # bfloat16 has no NumPy dtype (float16 would only lose precision)
-        x = x.numpy()
-    return np.asarray(x)
 
 
 class KeyPointEvaluatorSettings:
@@ -93,9 +87,9 @@ class EasyCVMetric(Metric):
 
     def add(self, outputs, inputs):
         if 'preds' in outputs:
-            pred = _np(outputs['preds'])
+            pred = to_numpy(outputs['preds'])
         elif 'keypoints' in outputs:
-            pred = _np(outputs['keypoints'])[..., :2]
+            pred = to_numpy(outputs['keypoints'])[..., :2]
         else:
             raise KeyError(f"EasyCVMetric needs 'preds' (or 'keypoints') in the model outputs, got {sorted(outputs)}")
         missing = [k for k in ('joints', 'visible', 'bbox') if k not in inputs]
@@ -104,10 +98,10 @@ class EasyCVMetric(Metric):
                            'test mode (modelscope_handkp.datasets.CocoWholeBodyHandDataset(test_mode=True)).')
         n = len(pred)
         self.preds.append(pred.astype(np.float32).reshape(n, -1, 2))
-        self.gts.append(_np(inputs['joints']).astype(np.float32).reshape(n, -1, 2))
-        self.visible.append(_np(inputs['visible']).astype(np.float32).reshape(n, -1))
-        self.boxes.append(_np(inputs['bbox']).astype(np.float32).reshape(n, 4))
-        idx = _np(inputs['index']).astype(np.int64).reshape(n) if 'index' in inputs else np.full(n, -1, np.int64)
+        self.gts.append(to_numpy(inputs['joints']).astype(np.float32).reshape(n, -1, 2))
+        self.visible.append(to_numpy(inputs['visible']).astype(np.float32).reshape(n, -1))
+        self.boxes.append(to_numpy(inputs['bbox']).astype(np.float32).reshape(n, 4))
+        idx = to_numpy(inputs['index']).astype(np.int64).reshape(n) if 'index' in inputs else np.full(n, -1, np.int64)
         self.indices.append(idx)
 
     def arrays(self):

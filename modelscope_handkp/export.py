@@ -249,15 +249,15 @@ def _export(module: nn.Module, args: tuple, path: Path, input_names, output_name
 
 def _move_no_replace(tmp: str, path: Path) -> None:
     """Rename ``tmp`` to ``path`` unless ``path`` exists (atomically where the filesystem has hard links)."""
+    appeared = FileExistsError(f'{path} appeared while the graph was exported; it is left as it is (pass '
+                               'overwrite=True, CLI: --overwrite, to replace it).')
     try:
         os.link(tmp, path)  # fails when path exists, never replaces it
     except FileExistsError:
-        raise FileExistsError(f'{path} appeared while the graph was exported; it is left as it is (pass '
-                              'overwrite=True, CLI: --overwrite, to replace it).') from None
+        raise appeared from None
     except OSError:  # no hard links here (some network / FAT filesystems)
         if os.path.lexists(path):
-            raise FileExistsError(f'{path} appeared while the graph was exported; it is left as it is (pass '
-                                  'overwrite=True, CLI: --overwrite, to replace it).') from None
+            raise appeared from None
         os.replace(tmp, path)
     else:
         os.remove(tmp)

@@ -137,9 +137,15 @@ class EasyCVLrScheduler(_TorchLRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def resume_at(self, epochs_done: int, iters_done: int) -> None:
-        """Count epochs from a resumed run's position (see ``resumed_epochs``)."""
+        """Count epochs from a resumed run's position (see ``resumed_epochs``), and give the optimizer
+        this schedule's rate for the next iteration (it holds the one the checkpoint's schedule chose,
+        which differs when steps, epochs or warmup changed)."""
         self.resumed_epochs = int(epochs_done)
         self.resumed_iters = int(iters_done)
+        lrs = self.get_lr()
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            group['lr'] = lr
+        self._last_lr = list(lrs)
 
     def regular_lr(self, base_lr: float, iteration: int) -> float:
         # iterations in units of this run's epochs

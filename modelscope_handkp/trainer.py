@@ -657,13 +657,6 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
                 self.lr_scheduler.iters_per_epoch = iters
             if hasattr(self.lr_scheduler, 'resume_at'):
                 self.lr_scheduler.resume_at(int(state['epoch']), int(state['iter']))
-            if isinstance(self.lr_scheduler, EasyCVLrScheduler):
-                # the optimizer holds the rate the checkpoint's schedule chose for the next iteration; the
-                # first iteration of this run takes this run's schedule (changed steps, epochs, warmup) too
-                lrs = self.lr_scheduler.get_lr()
-                for group, lr in zip(self.optimizer.param_groups, lrs):
-                    group['lr'] = lr
-                self.lr_scheduler._last_lr = list(lrs)
         self._epoch = int(state['epoch'])
         self._iter = int(state['iter'])
         self._inner_iter = 0

@@ -122,6 +122,17 @@ def transform_points(points, matrix) -> np.ndarray:
     return out.reshape(shape)
 
 
+def to_numpy(x) -> np.ndarray:
+    """``x`` (tensor on any device, array, list) as a NumPy array: detached, on the CPU; floats narrower
+    than 32 bits (float16, bfloat16 — which has no NumPy dtype) become float32."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+        if x.is_floating_point() and x.itemsize < 4:
+            x = x.float()
+        x = x.numpy()
+    return np.asarray(x)
+
+
 def ensure_rgb_uint8(image: np.ndarray) -> np.ndarray:
     """Grayscale (H, W) / (H, W, 1) and RGBA (H, W, 4) -> RGB (H, W, 3); 16-bit -> 8-bit."""
     img = np.asarray(image)
