@@ -360,20 +360,29 @@ def parse_boxes(text: str | None, images: list[InputImage]) -> dict[int, object]
             by_path.setdefault(key, i)
         by_name.setdefault(os.path.basename(im.path), []).append(i)
     out: dict[int, object] = {}
+    key_of: dict[int, str] = {}
     for key, boxes in value.items():
         arr = _parse_box_list(boxes, f'entry {key!r}')
         idx = None
         for cand in (key, os.path.normpath(key), os.path.realpath(os.path.expanduser(key))):
             if cand in by_path:
-                idx = [by_path[cand]]
+                idx = by_path[cand]
                 break
+        if idx is None and os.path.basename(key) == key:  # a bare file name: must name exactly one input
+            named = by_name.get(key, [])
+            if len(named) > 1:
+                raise UsageError(f'--boxes entry {key!r} is the file name of {len(named)} input images ('
+                                 f'{", ".join(images[i].path for i in named[:3])}{", ..." if len(named) > 3 else ""}'
+                                 '); key those entries by their paths.')
+            idx = named[0] if named else None
         if idx is None:
-            idx = by_name.get(os.path.basename(key))
-        if not idx:
             _warn(f'--boxes entry {key!r} matches none of the input images; ignored.')
             continue
-        for i in idx:
-            out[i] = arr
+        if idx in key_of:
+            raise UsageError(f'--boxes entries {key_of[idx]!r} and {key!r} both name {images[idx].path}; '
+                             'give each image one entry.')
+        key_of[idx] = key
+        out[idx] = arr
     return out
 
 
@@ -660,6 +669,9 @@ def cmd_video(args) -> int:
     _warn_whole_image_thr(args)
     if args.jsonl is not None and os.path.abspath(args.jsonl) == os.path.abspath(args.out):
         raise UsageError(f'--out and --jsonl are the same file ({args.out}); pass two paths.')
+    problem = video_mod.extension_problem(args.out)
+    if problem is not None:
+        raise UsageError(problem)
     source = _video_source(args.input)
     if isinstance(source, str) and not os.path.exists(source) and '://' not in source:
         raise CLIError(f'{source}: no such video file; pass a video file, a stream URL or a camera index (0, 1, ...).')
@@ -1001,7 +1013,8 @@ def build_parser() -> argparse.ArgumentParser:
                         '--json-only nothing is written unless --out is given)')
     p.add_argument('--boxes', default=None, metavar='JSON',
                    help='hand boxes instead of the detector: JSON (or a .json file) with a list '
-                        '[[x1, y1, x2, y2(, score)], ...] for one image, or {"image path or name": [[...]], ...}')
+                        '[[x1, y1, x2, y2(, score)], ...] for one image, or {"image path or name": [[...]], ...} '
+                        '(a bare file name must name a single input)')
     p.add_argument('--no-flip', action='store_true', help='no flip test (faster, slightly less accurate)')
     p.add_argument('--score-thr', type=float, default=None, metavar='F',
                    help="detector score threshold in [0, 1] (default: the model directory's)")

@@ -63,13 +63,21 @@ def _describe(source) -> str:
     return f'camera {int(source)}' if _is_camera(source) else str(source)
 
 
+def extension_problem(out_path: str) -> str | None:
+    """Why ``out_path`` cannot name an annotated video (its extension has no codec here), or None."""
+    ext = os.path.splitext(out_path)[1].lower()
+    if ext in FOURCC_BY_EXTENSION:
+        return None
+    return (f'{out_path}: unsupported video extension {ext or "(none)"!r}; name the output '
+            f'{" or ".join(FOURCC_BY_EXTENSION)} (codecs: '
+            f'{", ".join(f"{k} -> {v}" for k, v in FOURCC_BY_EXTENSION.items())}).')
+
+
 def check_outputs(source, out_path: str, jsonl_path: str | None, overwrite: bool) -> None:
     """Raise before any work when the outputs cannot or must not be written (see :func:`process_video`)."""
-    ext = os.path.splitext(out_path)[1].lower()
-    if ext not in FOURCC_BY_EXTENSION:
-        raise VideoError(f'{out_path}: unsupported video extension {ext or "(none)"!r}; name the output '
-                         f'{" or ".join(FOURCC_BY_EXTENSION)} (codecs: '
-                         f'{", ".join(f"{k} -> {v}" for k, v in FOURCC_BY_EXTENSION.items())}).')
+    problem = extension_problem(out_path)
+    if problem is not None:
+        raise VideoError(problem)
     targets = [out_path] + ([jsonl_path] if jsonl_path is not None else [])
     if jsonl_path is not None and os.path.realpath(jsonl_path) == os.path.realpath(out_path):
         raise VideoError(f'the video output and the JSON lines output are the same file ({out_path}); '

@@ -121,6 +121,27 @@ def test_bad_arguments_exit_2(capsys, tmp_path, images):
     assert 'Traceback' not in err
 
 
+def test_parse_boxes_keys_name_one_image_each(tmp_path, capsys):
+    a, b = tmp_path / 'a' / 'img.jpg', tmp_path / 'b' / 'img.jpg'
+    ims = [cli.InputImage(str(a), 'a/img.jpg'), cli.InputImage(str(b), 'b/img.jpg')]
+    box = [[1, 2, 30, 40]]
+    # a path names its image only -- also when another input has the same file name
+    out = cli.parse_boxes(json.dumps({str(b): box}), ims)
+    assert list(out) == [1]
+    np.testing.assert_allclose(out[1], box)
+    # a bare name shared by two inputs is ambiguous: a usage error, not boxes for both
+    with pytest.raises(cli.UsageError, match=r"'img.jpg' is the file name of 2 input images.*by their paths"):
+        cli.parse_boxes(json.dumps({'img.jpg': box}), ims)
+    # a path that is none of the inputs does not fall back to its file name
+    assert cli.parse_boxes(json.dumps({str(tmp_path / 'c' / 'img.jpg'): box}), ims) == {}
+    assert 'matches none of the input images' in capsys.readouterr().err
+    # a bare name of a single input still works; two entries for one image are refused
+    out = cli.parse_boxes(json.dumps({'img.jpg': box}), ims[:1])
+    assert list(out) == [0]
+    with pytest.raises(cli.UsageError, match=r"both name"):
+        cli.parse_boxes(json.dumps({'img.jpg': box, str(a): [[5, 5, 9, 9]]}), ims[:1])
+
+
 def test_parse_cfg_options():
     assert cli.parse_cfg_options(['a.b=1', 'c=[170, 200]', 'd=text', 'e=true', 'f=0.5', 'g=null']) == {
         'a.b': 1, 'c': [170, 200], 'd': 'text', 'e': True, 'f': 0.5, 'g': None}

@@ -239,9 +239,10 @@ def test_cli_video_matches_pipeline_per_frame(tmp_path, capsys):
     assert 'already exists' in capsys.readouterr().err and out.read_bytes() == data
     assert cli.main(['video', str(tmp_path / 'none.avi'), '--out', str(tmp_path / 'x.avi'), '--model', model]) == 1
     assert 'no such video file' in capsys.readouterr().err
-    # an output extension OpenCV cannot write: exit 1, a clear message, no traceback, before the model loads
+    # an output extension with no codec here is a usage error (exit 2): a clear message, no traceback, before
+    # the model loads
     assert cli.main(['video', str(src), '--out', str(tmp_path / 'x.webm'), '--model', str(tmp_path / 'nomodel'),
-                     '--detector', 'whole-image']) == 1
+                     '--detector', 'whole-image']) == 2
     err = capsys.readouterr().err
     assert 'unsupported video extension' in err and 'Traceback' not in err
 
