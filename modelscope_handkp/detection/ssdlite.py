@@ -409,15 +409,18 @@ def _as_rgb_uint8(image) -> np.ndarray:
     """Validate one image and return it as a contiguous RGB uint8 [H, W, 3] array.
 
     Accepts RGB (H, W, 3), grayscale (H, W) or (H, W, 1), RGBA (H, W, 4; alpha dropped) and
-    anything ``np.asarray`` turns into one of these (e.g. a PIL image).
+    anything ``np.asarray`` turns into one of these (e.g. a PIL image).  16-bit and float ([0, 1] or
+    0..255) pixels are converted as the palm detector and the pipeline convert them
+    (:func:`~modelscope_handkp.transforms.ensure_rgb_uint8`).
     """
     arr = np.asarray(image)
     if arr.dtype != np.uint8:
-        # the advice depends on the value range: clipping a [0, 1] float or a 16-bit image to 0..255
-        # would give a black or a saturated image
-        raise ValueError(f'expected an RGB uint8 image; got dtype {arr.dtype}. Convert it first: '
-                         'modelscope_handkp.transforms.ensure_rgb_uint8(image) converts 16-bit and float '
-                         '([0, 1] or 0..255) images, as the palm detector and the pipeline do.')
+        from ..transforms import ensure_rgb_uint8
+        try:
+            arr = ensure_rgb_uint8(arr)
+        except TypeError as e:
+            raise ValueError(f'expected an RGB uint8 image; got dtype {arr.dtype}. Pass uint8 pixels (or uint16, '
+                             'or float in [0, 1] or 0..255).') from e
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     if arr.ndim == 2:
@@ -639,8 +642,9 @@ class SSDLiteHandDetector(nn.Module, HandDetector):
         """Detect hands.
 
         Args:
-            images: one RGB uint8 image (H, W, 3) — grayscale (H, W)/(H, W, 1) and RGBA are
-                accepted — or a list of them / an [N, H, W, C] array (one batched forward).
+            images: one RGB uint8 image (H, W, 3) — grayscale (H, W)/(H, W, 1), RGBA, 16-bit and
+                float ([0, 1] or 0..255) pixels are accepted — or a list of them / an [N, H, W, C]
+                array (one batched forward).
             score_thr: keep hand scores strictly above this (``None``: :attr:`score_thr`, the
                 config's ``test_cfg.score_thr``).
             nms_iou: NMS IoU threshold (``None``: :attr:`nms_iou`).
