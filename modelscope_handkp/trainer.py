@@ -734,6 +734,9 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
         ``checkpoint_path`` starts from other weights (a model file or a training state)."""
         resume = self._handkp_resume if resume is None else bool(resume)
         overwrite = self._handkp_overwrite if overwrite is None else bool(overwrite)
+        latest = os.path.join(self.work_dir, LATEST_CHECKPOINT)
+        if checkpoint_path is not None:
+            self._check_start_checkpoint(checkpoint_path, resume, overwrite)
         self._prepare_work_dir(resume, overwrite)
         self._mode = ModeKeys.TRAIN
         self.train_dataloader = self.get_train_dataloader()
@@ -748,18 +751,40 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
             self.model = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=dev, find_unused_parameters=bool(self.cfg.safe_get(
                     'train.find_unused_parameters', default=False)))
-        latest = os.path.join(self.work_dir, LATEST_CHECKPOINT)
         if resume and os.path.isfile(latest):
+            if checkpoint_path is not None:
+                self.logger.warning(f'resume=True continues the run in {latest}; checkpoint_path={checkpoint_path!r} '
+                                    'is not used (it only gives the starting weights of a new run).')
             self.load_training_state(latest)
+        elif checkpoint_path is not None:
+            if resume:
+                self.logger.info(f'resume=True but {latest} does not exist yet: starting from {checkpoint_path}.')
+            self._load_weights(checkpoint_path, load_all_state)
         elif resume:
             self.logger.info(f'resume=True but {latest} does not exist yet: starting from the beginning.')
-        elif checkpoint_path is not None:
-            self._load_weights(checkpoint_path, load_all_state)
         if self._epoch >= self._max_epochs:
             self.logger.info(f'training already finished ({self._epoch}/{self._max_epochs} epochs).')
             return
         self.model.train()
         self.train_loop(self.train_dataloader)
+
+    def _check_start_checkpoint(self, path, resume: bool, overwrite: bool):
+        """Refuse, before the work_dir is touched, a start checkpoint that is missing or that this run deletes."""
+        if not isinstance(path, (str, os.PathLike)) or not os.path.exists(path):
+            raise FileNotFoundError(f'checkpoint_path {path!r} does not exist; pass the path of a weights file '
+                                    '(e.g. <model dir>/pytorch_model.pt) or of a training state (latest.pth).')
+        if resume and os.path.isfile(os.path.join(self.work_dir, LATEST_CHECKPOINT)):
+            return  # the run continues; nothing is deleted
+        if not overwrite:
+            return  # _prepare_work_dir refuses to write into an existing run
+        real = os.path.realpath(path)
+        for p in self._artefacts():
+            art = os.path.realpath(p)
+            if real == art or real.startswith(art.rstrip(os.sep) + os.sep):
+                raise FileExistsError(
+                    f'checkpoint_path {path!r} is part of the previous run in {self.work_dir!r} ({p}), which '
+                    'overwrite=True deletes before training; copy it elsewhere and pass that path, or pass '
+                    'resume=True (without overwrite) to continue that run.')
 
     def _load_weights(self, path, load_all_state=True):
         from .checkpoint import load_checkpoint

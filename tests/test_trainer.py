@@ -463,6 +463,32 @@ def test_resume_without_a_checkpoint_keeps_files_it_did_not_write(tiny_dir, trai
     assert (wd / 'output' / 'pytorch_model.pt').is_file()
 
 
+def test_start_checkpoint_is_never_deleted_and_is_used_by_a_fresh_resume(tiny_dir, train16, tmp_path):
+    wd = tmp_path / 'w'
+    build(tiny_dir, wd, train16, None, {'train.max_epochs': 1}).train()
+    latest, model_file = wd / 'latest.pth', wd / 'output' / 'pytorch_model.pt'
+    saved = {p: p.read_bytes() for p in (latest, model_file)}
+    # overwrite=True would delete the run the checkpoint belongs to: refused before anything is removed
+    for ck in (latest, model_file):
+        t = build(tiny_dir, wd, train16, None, {'train.max_epochs': 1}, overwrite=True)
+        with pytest.raises(FileExistsError, match='part of the previous run.*copy it elsewhere'):
+            t.train(str(ck))
+    # a mistyped checkpoint path does not cost the previous run either
+    with pytest.raises(FileNotFoundError, match='does not exist'):
+        build(tiny_dir, wd, train16, None, {'train.max_epochs': 1}, overwrite=True).train(str(wd / 'nope.pt'))
+    assert {p: p.read_bytes() for p in saved} == saved
+    # resume=True in a work_dir with nothing to resume starts from checkpoint_path (not from random weights)
+    ck = tmp_path / 'start.pt'
+    shutil.copyfile(model_file, ck)
+    want = torch.load(ck, weights_only=True)['state_dict']
+    t = build(tiny_dir, tmp_path / 'fresh', train16, None, {'train.max_epochs': 1, 'train.optimizer.lr': 0.0},
+              resume=True)
+    t.train(checkpoint_path=str(ck))
+    got = state(t)
+    convs = [k for k in want if k.endswith('conv1.weight')]
+    assert convs and all(torch.equal(got[k], want[k]) for k in convs)  # lr 0: the loaded weights, unchanged
+
+
 def test_python_cfg_file_is_refused_without_trust_remote_code(tmp_path):
     """ModelScope reads a .py configuration by running it: without trust_remote_code=True the trainer
     refuses it before anything runs (the file's code would have created the marker)."""
