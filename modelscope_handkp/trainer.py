@@ -115,6 +115,9 @@ class _JsonConfigTrainerBase(BaseTrainer):
             trust = {'trust_remote_code': True} if getattr(self, '_handkp_trust_remote_code', False) and \
                 'trust_remote_code' in inspect.signature(Config.from_file).parameters else {}
             self.cfg = Config.from_file(cfg_file, **trust)
+        train_cfg = self.cfg.get('train') if isinstance(self.cfg.get('train'), Mapping) else None
+        if train_cfg is not None and 'work_dir' in train_cfg and not train_cfg['work_dir']:
+            del train_cfg['work_dir']  # "work_dir": null (the published configuration) -> ModelScope's ./work_dir
         self.args = self.cfg.to_args(arg_parse_fn) if arg_parse_fn else None
         self.log_buffer = LogBuffer()
         self.visualization_buffer = LogBuffer()

@@ -489,6 +489,17 @@ def test_start_checkpoint_is_never_deleted_and_is_used_by_a_fresh_resume(tiny_di
     assert convs and all(torch.equal(got[k], want[k]) for k in convs)  # lr 0: the loaded weights, unchanged
 
 
+def test_null_work_dir_of_the_published_configuration_gives_the_default(reference_dir, val8, tmp_path,
+                                                                        monkeypatch):
+    model_dir = tmp_path / 'official'
+    shutil.copytree(reference_dir / 'official_like_model', model_dir)
+    assert json.loads((model_dir / 'configuration.json').read_text())['train']['work_dir'] is None
+    monkeypatch.chdir(tmp_path)
+    from modelscope.trainers import build_trainer
+    t = build_trainer('easycv', default_args=dict(model=str(model_dir), eval_dataset=val8, device='cpu'))
+    assert t.work_dir == str(tmp_path / 'work_dir') and (tmp_path / 'work_dir').is_dir()
+
+
 def test_python_cfg_file_is_refused_without_trust_remote_code(tmp_path):
     """ModelScope reads a .py configuration by running it: without trust_remote_code=True the trainer
     refuses it before anything runs (the file's code would have created the marker)."""
