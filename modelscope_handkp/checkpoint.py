@@ -54,14 +54,19 @@ def _load_file(path) -> object:
 
 def _numpy_globals() -> list:
     """NumPy's scalar / array reconstructors and dtype classes (plain data) for ``weights_only`` loading."""
+    import importlib
+
     import numpy as np
-    core = getattr(np, '_core', None) or np.core  # numpy 2.x / 1.x
+    # numpy 2 moved numpy.core to numpy._core; numpy 1.26 has a numpy._core shim whose attributes appear only
+    # once its submodules are imported, so pick the real module by version, not by hasattr
+    numpy_major = int(np.__version__.split('.')[0])
+    multiarray = importlib.import_module('numpy._core.multiarray' if numpy_major >= 2 else 'numpy.core.multiarray')
     found = [np.dtype, np.ndarray]
     # a pickle names a function by the module it had when it was saved: numpy.core.multiarray (numpy 1.x,
     # e.g. every mmcv / EasyCV checkpoint) or numpy._core.multiarray (numpy 2); accept both names
     renames = _allows_renamed_globals()
     for name in ('scalar', '_reconstruct'):
-        fn = getattr(getattr(core, 'multiarray', None), name, None)
+        fn = getattr(multiarray, name, None)
         if fn is not None:
             found.append(fn)
             if renames:

@@ -669,9 +669,6 @@ def cmd_video(args) -> int:
     _warn_whole_image_thr(args)
     if args.jsonl is not None and os.path.abspath(args.jsonl) == os.path.abspath(args.out):
         raise UsageError(f'--out and --jsonl are the same file ({args.out}); pass two paths.')
-    problem = video_mod.extension_problem(args.out)
-    if problem is not None:
-        raise UsageError(problem)
     source = _video_source(args.input)
     if isinstance(source, str) and not os.path.exists(source) and '://' not in source:
         raise CLIError(f'{source}: no such video file; pass a video file, a stream URL or a camera index (0, 1, ...).')
@@ -683,6 +680,9 @@ def cmd_video(args) -> int:
         if os.path.isdir(p):
             raise UsageError(f'{p} is a folder; give the path of the file to write '
                              f'(e.g. {os.path.join(p, "out.mp4")}).')
+    problem = video_mod.extension_problem(args.out)
+    if problem is not None:
+        raise UsageError(problem)
     for p in (args.out, args.jsonl):
         if p is not None and os.path.exists(p) and not args.overwrite:
             raise CLIError(f'{p} already exists; pass --overwrite to replace it, or another path.')
