@@ -504,15 +504,6 @@ def handkp_config_from_easycv(cfg: Mapping, where: str = CONFIG_FILE) -> dict:
 
 
 # ----------------------------------------------------------------------------- conversion
-def _save_plain_checkpoint(src: Path, dst: Path, meta: dict) -> None:
-    import torch
-
-    from .checkpoint import read_state_dict
-    sd = read_state_dict(str(src))
-    torch.save({'state_dict': {k: v.detach().clone().contiguous() for k, v in sd.items()}, 'meta': meta},
-               str(dst))
-
-
 def _local_or_hub(src) -> Path:
     """A local directory as is; a hub id like ``owner/name`` that is not a local path is downloaded with
     ModelScope's ``snapshot_download`` (needs network; the error says what to do without)."""
@@ -548,33 +539,8 @@ def convert_model_dir(src, dst, overwrite: bool = False, check: bool = True) -> 
     src_path = _local_or_hub(src)
     spec = load_model_spec(src_path, require_weights=True)
     dst_path = Path(os.fspath(dst)).expanduser()
-    if dst_path.resolve() == src_path.resolve():
-        raise ModelDirError('convert_model_dir: src and dst are the same folder; pass a new folder as dst.')
-    if dst_path.resolve() in src_path.resolve().parents:
-        raise ModelDirError(f'convert_model_dir: dst {dst_path} contains src {src_path}; replacing it would delete '
-                            'the source. Pass a new folder as dst.')
-    if dst_path.exists():
-        if not dst_path.is_dir():
-            raise FileExistsError(f'{dst_path} exists and is a file; pass a new folder as dst.')
-        if any(dst_path.iterdir()) and not overwrite:
-            raise FileExistsError(f'{dst_path} already exists and is not empty; pass another folder, or '
-                                  'overwrite=True to replace it.')
+    _check_target(dst_path, src_path, overwrite)
     check_detector_files(spec.detector, str(src_path / CONFIG_FILE))
-
-    if spec.format == FORMAT_EASYCV:
-        new_cfg = handkp_config_from_easycv(spec.config, str(src_path / CONFIG_FILE))
-    else:
-        new_cfg = handkp_configuration(spec.model_cfg, None, base=spec.config)
-        new_cfg['handkp'].update({k: v for k, v in (spec.config.get('handkp') or {}).items()
-                                  if k not in ('format_version', 'usage')})
-    det = spec.detector
-    if det.type == 'ssdlite':
-        cfg_name = 'config' + (Path(det.config_file).suffix or '.py')
-        new_cfg['detector'] = {'type': 'ssdlite', 'config_file': f'detection/{cfg_name}',
-                               'checkpoint': 'detection/' + Path(det.checkpoint).name,
-                               'score_threshold': float(det.score_threshold)}
-    else:
-        new_cfg['detector'] = det.to_config()
 
     if check:
         from .checkpoint import load_checkpoint
@@ -585,18 +551,84 @@ def convert_model_dir(src, dst, overwrite: bool = False, check: bool = True) -> 
             raise ModelDirError(f'convert_model_dir: {spec.checkpoint} does not load into the network described by '
                                 f'{src_path / CONFIG_FILE}: {e}') from e
 
+    meta = {'converted_from': str(src_path), 'source_format': spec.format,
+            'converted_by': 'modelscope_handkp.convert_model_dir'}
+    return write_model_dir(spec, dst_path, lambda: read_plain_state_dict(spec.checkpoint), meta, overwrite=overwrite)
+
+
+def _check_target(dst_path: Path, src_path: Path | None, overwrite: bool) -> None:
+    if src_path is not None and dst_path.resolve() == src_path.resolve():
+        raise ModelDirError(f'{dst_path} is the source model directory; pass a new folder.')
+    if src_path is not None and dst_path.resolve() in src_path.resolve().parents:
+        raise ModelDirError(f'{dst_path} contains the source model directory {src_path}; replacing it would delete '
+                            'the source. Pass a new folder.')
+    if dst_path.exists():
+        if not dst_path.is_dir():
+            raise FileExistsError(f'{dst_path} exists and is a file; pass a new folder.')
+        if any(dst_path.iterdir()) and not overwrite:
+            raise FileExistsError(f'{dst_path} already exists and is not empty; pass another folder, or '
+                                  'overwrite=True to replace it.')
+
+
+def _plugin_configuration(spec: ModelSpec) -> dict:
+    """``spec``'s configuration in this plugin's format (detector files named under ``detection/``)."""
+    # spec.model_cfg, not the file's model section: it holds the overrides the model was built with
+    new_cfg = handkp_configuration(spec.model_cfg, None, base=spec.config)
+    if spec.format != FORMAT_EASYCV:
+        new_cfg['handkp'].update({k: v for k, v in (spec.config.get('handkp') or {}).items()
+                                  if k not in ('format_version', 'usage')})
+    det = spec.detector
+    if det.type == 'ssdlite':
+        cfg_name = 'config' + (Path(det.config_file).suffix or '.py')
+        new_cfg['detector'] = {'type': 'ssdlite', 'config_file': f'detection/{cfg_name}',
+                               'checkpoint': 'detection/' + Path(det.checkpoint).name,
+                               'score_threshold': float(det.score_threshold)}
+    else:
+        new_cfg['detector'] = det.to_config()
+    return new_cfg
+
+
+def read_plain_state_dict(path) -> dict:
+    """The tensors of a checkpoint file, detached and contiguous (a safe read)."""
+    from .checkpoint import read_state_dict
+    return {k: v.detach().clone().contiguous() for k, v in read_state_dict(str(path)).items()}
+
+
+def write_model_dir(spec: ModelSpec, dst, state_dict, meta: dict, overwrite: bool = False,
+                    config: Mapping | None = None) -> str:
+    """Write ``spec`` with the weights ``state_dict`` (a dict, or a function returning one) as a model
+    directory of this plugin at ``dst``: configuration.json (``spec``'s, in this plugin's format; the
+    dataset / train / evaluation sections of ``config`` replace its own when given), pytorch_model.pt,
+    the SSDLite detector files under ``detection/`` and the model card.
+
+    An existing non-empty ``dst`` is only replaced with ``overwrite=True``.  Everything is written to a
+    temporary folder next to ``dst`` and renamed into place, so a failure leaves nothing behind.
+    """
+    import torch
+
+    dst_path = Path(os.fspath(dst)).expanduser()
+    src_path = Path(spec.model_dir) if spec.model_dir else None
+    _check_target(dst_path, src_path, overwrite)
+    new_cfg = _plugin_configuration(spec)
+    for key in ('dataset', 'train', 'evaluation'):
+        if config is not None and key in config:
+            new_cfg[key] = _plain_json(decode_jsonplus(copy.deepcopy(dict(config))[key]))
+    det = spec.detector
+    copy_detector = det.type == 'ssdlite'
+    if copy_detector:
+        check_detector_files(det, str(src_path / CONFIG_FILE) if src_path else 'the model configuration')
     dst_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{dst_path.name}.', dir=str(dst_path.parent)))
     try:
-        meta = {'converted_from': str(src_path), 'source_format': spec.format,
-                'converted_by': 'modelscope_handkp.convert_model_dir'}
-        _save_plain_checkpoint(Path(spec.checkpoint), tmp / WEIGHTS_FILE, meta)
-        if det.type == 'ssdlite':
+        sd = state_dict() if callable(state_dict) else state_dict
+        torch.save({'state_dict': {k: v.detach().cpu().clone().contiguous() for k, v in sd.items()},
+                    'meta': dict(meta)}, str(tmp / WEIGHTS_FILE))
+        if copy_detector:
             (tmp / 'detection').mkdir()
             shutil.copyfile(det.config_file, tmp / new_cfg['detector']['config_file'])
             shutil.copyfile(det.checkpoint, tmp / new_cfg['detector']['checkpoint'])
         (tmp / CONFIG_FILE).write_text(dumps_configuration(new_cfg), encoding='utf-8')
-        if (src_path / MODEL_CARD_FILE).is_file():  # the model card travels with the weights
+        if src_path is not None and (src_path / MODEL_CARD_FILE).is_file():  # the card travels with the weights
             shutil.copyfile(src_path / MODEL_CARD_FILE, tmp / MODEL_CARD_FILE)
         os.chmod(tmp, new_file_mode(directory=True))  # mkdtemp made it private (0700)
         if dst_path.exists():

@@ -103,6 +103,36 @@ class HandKeypointsModel(TorchModel):
         self.hand_model.training = mode
         return self
 
+    # ------------------------------------------------------------------ saving
+    def save_pretrained(self, target_folder, save_checkpoint_names=None, save_function=None, config=None,
+                        save_config_function=None, overwrite: bool = False, **kwargs) -> str:
+        """Write the current weights as a model directory of this plugin (``configuration.json`` +
+        ``pytorch_model.pt``, the SSDLite detector files and the model card of the source directory)
+        that ``Model.from_pretrained`` and the pipeline load back; returns the folder.
+
+        The weights always go to ``pytorch_model.pt``, the file these directories are loaded from
+        (ModelScope's usual ``pytorch_model.bin`` is accepted as a name and written there too, so
+        nothing stale is loaded instead).  ``config``: its ``train`` / ``evaluation`` / ``dataset``
+        sections are kept.  A non-empty ``target_folder`` is only replaced with ``overwrite=True``.
+        ``save_function`` / ``save_config_function`` are not used (the format is fixed).
+        """
+        names = [save_checkpoint_names] if isinstance(save_checkpoint_names, str) else list(save_checkpoint_names or [])
+        unknown = [n for n in names if n not in (md.WEIGHTS_FILE, 'pytorch_model.bin')]
+        if unknown:
+            raise ValueError(f'save_pretrained writes the weights to {md.WEIGHTS_FILE}, the file this plugin\'s model '
+                             f'directories are loaded from; other checkpoint names ({unknown}) would not be '
+                             'loaded back. Leave save_checkpoint_names out.')
+        if save_function is not None or save_config_function is not None:
+            import warnings
+            warnings.warn('HandKeypointsModel.save_pretrained ignores save_function / save_config_function: it '
+                          'writes its own format (configuration.json + pytorch_model.pt).', stacklevel=2)
+        if hasattr(config, 'to_dict'):
+            config = config.to_dict()
+        meta = {'saved_by': 'modelscope_handkp.HandKeypointsModel.save_pretrained',
+                'source': self.spec.model_dir}
+        return md.write_model_dir(self.spec, target_folder, self.hand_model.state_dict(), meta,
+                                  overwrite=overwrite, config=config)
+
     # ------------------------------------------------------------------ computation
     def forward_heatmaps(self, images: torch.Tensor, flip_test: bool | None = None) -> torch.Tensor:
         """Normalised RGB crops [N, 3, H, W] -> heatmaps [N, K, h, w] (flip test in the same forward)."""

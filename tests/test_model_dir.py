@@ -194,6 +194,36 @@ def test_model_from_pretrained_is_ready_for_inference(official_dir, topdown_ref,
     assert running and all(torch.equal(sd[k], hrnet_synth_state_dict[k]) for k in running)
 
 
+def test_save_pretrained_round_trip_keeps_the_new_weights(official_dir, topdown_ref, tmp_path):
+    """ModelScope's Model.save_pretrained writes a directory that loads back with the saved (changed)
+    weights -- not the source directory's stale pytorch_model.pt -- and its SSDLite detector files."""
+    from modelscope.models import Model
+    model = Model.from_pretrained(str(official_dir))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(0.5)
+    want = {k: v.clone() for k, v in model.state_dict().items()}
+    for i, name in enumerate((None, 'pytorch_model.bin')):  # ModelScope's usual name goes to the same file
+        out = tmp_path / f'saved{i}'
+        assert model.save_pretrained(str(out), name) == str(out)
+        assert sorted(p.name for p in out.iterdir()) == ['configuration.json', 'detection', 'pytorch_model.pt']
+        again = Model.from_pretrained(str(out))
+        assert all(torch.equal(again.state_dict()[k], v) for k, v in want.items())
+        assert again.spec.detector.type == 'ssdlite' and md.load_model_spec(out).format == md.FORMAT_HANDKP
+        x = torch.from_numpy(topdown_ref['input_tensor'][:1])
+        with torch.no_grad():
+            np.testing.assert_array_equal(again.forward_heatmaps(x).numpy(), model.forward_heatmaps(x).numpy())
+    # nothing is replaced silently; a name that would not be loaded back is refused
+    before = (tmp_path / 'saved0' / 'pytorch_model.pt').read_bytes()
+    with pytest.raises(FileExistsError, match='overwrite=True'):
+        model.save_pretrained(str(tmp_path / 'saved0'))
+    assert (tmp_path / 'saved0' / 'pytorch_model.pt').read_bytes() == before
+    with pytest.raises(ValueError, match='would not be loaded back'):
+        model.save_pretrained(str(tmp_path / 'other'), 'model.safetensors')
+    with pytest.raises(md.ModelDirError, match='is the source model directory'):
+        model.save_pretrained(str(official_dir), overwrite=True)
+
+
 def test_model_forward_serves_trainer_and_inference(official_dir, topdown_ref):
     from modelscope.models import Model
     model = Model.from_pretrained(str(official_dir))
@@ -255,7 +285,7 @@ def test_convert_never_overwrites_silently(official_dir, tmp_path):
     (tmp_path / 'afile').write_text('x')
     with pytest.raises(FileExistsError, match='is a file'):
         modelscope_handkp.convert_model_dir(official_dir, tmp_path / 'afile')
-    with pytest.raises(md.ModelDirError, match='same folder'):
+    with pytest.raises(md.ModelDirError, match='is the source model directory'):
         modelscope_handkp.convert_model_dir(official_dir, official_dir)
     lookalike = tmp_path / '.dst.replaced'  # a folder of the user's with the name a backup could have
     lookalike.mkdir()
@@ -281,7 +311,7 @@ def test_convert_keeps_the_model_card(official_dir, tmp_path):
         os.umask(old)
     assert (out / 'README.md').read_text() == '# Model card\nlicence: Apache-2.0\n'
     assert (out.stat().st_mode & 0o777) == 0o755  # a plain folder, readable by others (not mkdtemp's 0700)
-    with pytest.raises(md.ModelDirError, match='contains src .* would delete the source'):
+    with pytest.raises(md.ModelDirError, match='contains the source model directory .* would delete the source'):
         modelscope_handkp.convert_model_dir(src, tmp_path, overwrite=True)
     assert (src / 'README.md').is_file()
 
