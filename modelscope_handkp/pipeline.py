@@ -215,22 +215,27 @@ class HandKeypointsPipeline(Pipeline):
 
     def _check_input(self, input):
         from PIL import Image
-        if not isinstance(input, (str, os.PathLike, np.ndarray, Image.Image, bytes, bytearray, memoryview)):
-            raise TypeError(f'unsupported image input of type {type(input).__name__}; pass a file path, a PIL.Image, '
+
+        from .preprocessor import image_of
+        image = image_of(input)  # a dict (an MsDataset row) holds its image under 'image', 'img', ...
+        if not isinstance(image, (str, os.PathLike, np.ndarray, Image.Image, bytes, bytearray, memoryview)):
+            raise TypeError(f'unsupported image input of type {type(image).__name__}; pass a file path, a PIL.Image, '
                             "a numpy array (H, W, 3) in BGR order (input_color='rgb' for RGB), encoded image bytes, "
-                            'or a list of these.')
+                            "a dict {'image': one of these} (e.g. an MsDataset row), or a list of these.")
 
     def _collate_fn(self, data):
         return data  # the image stays a numpy array; crops are made and moved to the device in forward()
 
-    def preprocess(self, inputs, **preprocess_params) -> dict[str, Any]:
-        return self.preprocessor(inputs, **preprocess_params)
+    # The signatures of preprocess / forward / postprocess are read by ModelScope's service schema
+    # (modelscope.utils.input_output parses them as source): plain annotations only (no ``X | None``,
+    # no Optional), ``None`` meaning "as configured".
+    def preprocess(self, inputs: object, input_color: str = None) -> dict:
+        return self.preprocessor(inputs, **({} if input_color is None else {'input_color': input_color}))
 
-    def forward(self, inputs: dict[str, Any], boxes=None, flip_test: bool | None = None,
-                score_threshold: float | None = None) -> dict[str, Any]:
+    def forward(self, inputs: dict, boxes: list = None, flip_test: bool = None, score_threshold: float = None) -> dict:
         return self.forward_many([inputs], boxes=boxes, flip_test=flip_test, score_threshold=score_threshold)[0]
 
-    def postprocess(self, inputs: dict[str, Any], **post_params) -> dict[str, Any]:
+    def postprocess(self, inputs: dict, **post_params) -> dict:
         return inputs
 
     def _process_batch(self, input, batch_size, **kwargs):

@@ -18,6 +18,8 @@ Accepted inputs and colour order
   numpy input from BGR to RGB).  Pass ``input_color='rgb'`` (to the pipeline constructor or call) for
   RGB arrays, e.g. from PIL/imageio/matplotlib.  4-channel arrays are BGRA (or RGBA with
   ``input_color='rgb'``); the alpha channel is dropped.
+* ``dict`` (e.g. a row of an ``MsDataset``, which the pipeline iterates): its image under one of
+  :data:`IMAGE_KEYS` (``'img'``, ``'image'``, ...), any of the above.
 
 Images above :data:`MAX_PIXELS` are refused with a clear message (memory); a 12000 x 9000 photo
 (108 MP) is fine: it is decoded once and converted to RGB in place.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import cv2
@@ -228,6 +231,21 @@ def load_rgb(data, input_color: str = 'bgr') -> np.ndarray:
                     'array (H, W, 3) in BGR order (or RGB with input_color=\'rgb\'), or a list of these.')
 
 
+#: Keys under which a dict input (e.g. a row of an MsDataset) holds its image, in the order looked up.
+IMAGE_KEYS = ('img', 'image', 'image:FILE', 'filename', 'file', 'path')
+
+
+def image_of(data):
+    """The image of a dict input (an MsDataset / datasets row: ``{'image': PIL or path, ...}``), else ``data``."""
+    if isinstance(data, Mapping):
+        for key in IMAGE_KEYS:
+            if key in data:
+                return data[key]
+        raise TypeError(f'a dict input needs its image under one of the keys {list(IMAGE_KEYS)}; got the keys '
+                        f'{sorted(map(str, data))[:10]}.')
+    return data
+
+
 class HandImagePreprocessor(Preprocessor):
     """ModelScope preprocessor: image input -> ``{'img': RGB uint8 (H, W, 3), 'ori_shape': (H, W),
     'filename': path or None}``.  Registered as ``handkp-hand-image`` (group ``cv``)."""
@@ -238,8 +256,7 @@ class HandImagePreprocessor(Preprocessor):
         self.input_color = _check_color(input_color)
 
     def __call__(self, data, input_color: str | None = None) -> dict[str, Any]:
-        if isinstance(data, dict) and ('img' in data or 'image' in data):
-            data = data.get('img', data.get('image'))
+        data = image_of(data)
         img = load_rgb(data, input_color or self.input_color)
         return {'img': img, 'ori_shape': img.shape[:2],
                 'filename': os.fspath(data) if isinstance(data, (str, os.PathLike)) else None}

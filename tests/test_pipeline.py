@@ -4,6 +4,7 @@ execution, no plugin installation."""
 from __future__ import annotations
 
 import importlib
+import shutil
 import socket
 from pathlib import Path
 
@@ -248,6 +249,45 @@ def test_path_pil_and_numpy_inputs_and_colour_order(tiny, topdown_ref, shared_di
     assert not np.array_equal(swapped, ref)
     rgb_pipe = HandKeypointsPipeline(model=hands.model, input_color='rgb', backend='eager')
     np.testing.assert_array_equal(rgb_pipe(rgb, boxes=box)[OutputKeys.KEYPOINTS], ref)
+
+
+def test_dict_rows_and_an_msdataset_are_inputs(tiny, topdown_ref, shared_dir, tmp_path, monkeypatch):
+    hands = tiny
+    monkeypatch.setattr(hands, 'detector', FixedDetector([[40, 60, 160, 200]], [0.9]))
+    paths = [str(shared_dir / rel) for rel in topdown_ref['image_files'][:2]]
+    refs = [hands(p)[OutputKeys.KEYPOINTS] for p in paths]
+    for key in ('image', 'img', 'image:FILE'):
+        np.testing.assert_array_equal(hands({key: paths[0]})[OutputKeys.KEYPOINTS], refs[0])
+    np.testing.assert_array_equal(hands({'image': Image.open(paths[1]), 'label': 3})[OutputKeys.KEYPOINTS], refs[1])
+    with pytest.raises(TypeError, match=r"needs its image under one of the keys.*got the keys \['label'\]"):
+        hands({'label': 3})
+    # ModelScope iterates an MsDataset (rows {'image': PIL image}) and yields one result per row
+    from modelscope.msdatasets import MsDataset
+    for i, p in enumerate(paths):
+        shutil.copyfile(p, tmp_path / f'{i}.png' if p.endswith('.png') else tmp_path / f'{i}.jpg')
+    ds = MsDataset.load(str(tmp_path), split='train')
+    out = list(hands(ds))
+    assert len(out) == 2
+    for result in out:
+        check_result(result, 1)
+        assert any(np.array_equal(result[OutputKeys.KEYPOINTS], r) for r in refs)
+
+
+def test_modelscope_service_schema_and_json_call(tiny, topdown_ref, shared_dir):
+    """ModelScope's deployment helpers read the pipeline's signatures from its source and call it with
+    base64 JSON; both must work (PEP 604 annotations made the schema reader raise)."""
+    import base64
+
+    from modelscope.utils.input_output import call_pipeline_with_json, get_pipeline_information_by_pipeline
+    info = get_pipeline_information_by_pipeline(tiny)
+    params = info.schema['parameters']['properties']
+    assert {k: v['type'] for k, v in params.items()} == {
+        'input_color': 'string', 'boxes': 'array', 'flip_test': 'boolean', 'score_threshold': 'number'}
+    path = str(shared_dir / topdown_ref['image_files'][2])
+    box = xyxy(topdown_ref['boxes_xywh'][2])
+    b64 = base64.b64encode(Path(path).read_bytes()).decode()
+    out = call_pipeline_with_json(info, tiny, {'input': {'image': b64}, 'parameters': {'boxes': box.tolist()}})
+    np.testing.assert_array_equal(out[OutputKeys.KEYPOINTS], tiny(path, boxes=box)[OutputKeys.KEYPOINTS])
 
 
 def test_list_input_and_batched_forward(tiny, topdown_ref, shared_dir, monkeypatch):
