@@ -315,30 +315,48 @@ class HandCheckpointHook(Hook):
             return True
         return value > self.best_metric if self.rule == 'max' else value < self.best_metric
 
-    def after_train_epoch(self, trainer):
-        epoch = trainer.epoch + 1  # epochs completed
+    @staticmethod
+    def _evaluated(trainer, tag) -> bool:
         from modelscope.trainers.hooks.evaluation_hook import EvaluationHook
-        evaluated = any(isinstance(h, EvaluationHook) and h.last_eval_tag == ('epoch', trainer.epoch)
-                        for h in trainer.hooks)
-        metrics = trainer.metric_values if evaluated else None
+        return any(isinstance(h, EvaluationHook) and h.last_eval_tag == tag for h in trainer.hooks)
+
+    def _keep_if_best(self, trainer, metrics, epoch: int, iters: int, where: str) -> None:
+        """Export ``output_best/`` and ``best.json`` when ``metrics`` beat the best so far."""
         if self.save_best and metrics and self.metric_key not in metrics:
             raise ValueError(f'best-checkpoint metric {self.metric_key!r} is not among the evaluated metrics '
                              f'{sorted(metrics)}; add it to the evaluator\'s metric_names or choose one of these.')
-        new_best = bool(self.save_best and metrics and self._better(metrics.get(self.metric_key)))
-        if new_best:
-            self.best_metric = float(metrics[self.metric_key])
-            self.best_epoch = epoch
+        if not (self.save_best and metrics and self._better(metrics.get(self.metric_key))):
+            return
+        self.best_metric = float(metrics[self.metric_key])
+        self.best_epoch = epoch
+        if not is_master():
+            return
+        work_dir = trainer.work_dir
+        meta = {'epoch': epoch, 'iter': iters, 'metrics': metrics}
+        trainer.export_model_dir(os.path.join(work_dir, BEST_OUTPUT_DIR), meta, overwrite=True)
+        atomic_write_text(os.path.join(work_dir, BEST_INFO),
+                          json.dumps({'metric': self.metric_key, 'rule': self.rule, 'value': self.best_metric,
+                                      'epoch': epoch, 'iter': iters, 'metrics': metrics}, indent=2,
+                                     cls=EnhancedEncoder))
+        trainer.logger.info(f'New best {self.metric_key} = {self.best_metric:.5f} {where}: '
+                            f'{os.path.join(work_dir, BEST_OUTPUT_DIR)}')
+
+    def after_train_iter(self, trainer):
+        # evaluation every N iterations (evaluation.period.by_epoch = False): the best checkpoint is kept
+        # right after each evaluation, as for epochs
+        if self.save_best and self._evaluated(trainer, ('iter', trainer.iter)):
+            # trainer.iter counts up after this hook: iterations completed = iter + 1
+            self._keep_if_best(trainer, trainer.metric_values, trainer.epoch, trainer.iter + 1,
+                               f'at iteration {trainer.iter + 1} (epoch {trainer.epoch + 1})')
+
+    def after_train_epoch(self, trainer):
+        epoch = trainer.epoch + 1  # epochs completed
+        metrics = trainer.metric_values if self._evaluated(trainer, ('epoch', trainer.epoch)) else None
+        self._keep_if_best(trainer, metrics, epoch, trainer.iter, f'at epoch {epoch}')
         if not is_master():
             return
         work_dir = trainer.work_dir
         meta = {'epoch': epoch, 'iter': trainer.iter, 'metrics': metrics or {}}
-        if new_best:
-            trainer.export_model_dir(os.path.join(work_dir, BEST_OUTPUT_DIR), meta, overwrite=True)
-            atomic_write_text(os.path.join(work_dir, BEST_INFO),
-                              json.dumps({'metric': self.metric_key, 'rule': self.rule, 'value': self.best_metric,
-                                          'epoch': epoch, 'metrics': metrics}, indent=2, cls=EnhancedEncoder))
-            trainer.logger.info(f'New best {self.metric_key} = {self.best_metric:.5f} at epoch {epoch}: '
-                                f'{os.path.join(work_dir, BEST_OUTPUT_DIR)}')
         if self.every_n_epochs(trainer, self.interval) or (self.save_last and self.is_last_epoch(trainer)):
             trainer.export_model_dir(os.path.join(work_dir, OUTPUT_DIR), meta, overwrite=True)
             atomic_torch_save(trainer.training_state(), os.path.join(work_dir, LATEST_CHECKPOINT))

@@ -18,6 +18,7 @@ from modelscope_handkp.datasets import DatasetError
 from modelscope_handkp.evaluation import EasyCVMetric
 from modelscope_handkp.hooks import EasyCVLrScheduler
 from modelscope_handkp.metrics import keypoint_metrics
+from modelscope_handkp import model_dir as md
 from modelscope_handkp.model_dir import decode_jsonplus, handkp_configuration
 from modelscope_handkp.models import build_hand_model, hrnet_extra, hrnet_model_cfg
 from modelscope_handkp.transforms import box_to_center_scale, crop_to_tensor
@@ -498,6 +499,19 @@ def test_null_work_dir_of_the_published_configuration_gives_the_default(referenc
     from modelscope.trainers import build_trainer
     t = build_trainer('easycv', default_args=dict(model=str(model_dir), eval_dataset=val8, device='cpu'))
     assert t.work_dir == str(tmp_path / 'work_dir') and (tmp_path / 'work_dir').is_dir()
+
+
+def test_evaluation_every_n_iterations_keeps_the_best_checkpoint(tiny_dir, train16, val8, tmp_path):
+    wd = tmp_path / 'w'
+    t = build(tiny_dir, wd, train16, val8, {'train.max_epochs': 2,
+                                            'evaluation.period': {'by_epoch': False, 'interval': 3}})
+    t.train()
+    assert t.iter == 8  # 16 images / batch 4 x 2 epochs; evaluated after iterations 3 and 6
+    best = json.loads((wd / 'best.json').read_text())
+    assert best['metric'] == 'PCK' and best['iter'] in (3, 6) and best['epoch'] == (0 if best['iter'] == 3 else 1)
+    saved = torch.load(wd / 'output_best' / 'pytorch_model.pt', weights_only=True)
+    assert saved['meta']['iter'] == best['iter'] and saved['meta']['metrics']['PCK'] == pytest.approx(best['value'])
+    assert md.load_model_spec(wd / 'output_best').checkpoint is not None
 
 
 def test_python_cfg_file_is_refused_without_trust_remote_code(tmp_path):
