@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Train a small hand keypoint model on CPU with ``build_trainer('easycv', ...)`` (~5.5 min per epoch).
+"""Train a small hand keypoint model on CPU with ``build_trainer('easycv', ...)`` (~4.5 min per epoch on 2 cores).
 
 A narrow HRNet (width 16, one block per branch, 1.3 M parameters) at 128 x 128 px is trained on the
 ``train`` split of a COCO-WholeBody hand folder and evaluated (PCK/AUC/EPE/NME) on its ``val`` split
 after every epoch.  On 2 CPU cores with the open_hands data set (4,910 training hands, 531 validation
-hands) one epoch takes about 5.5 minutes (15 img/s); the default 8 epochs about 45 minutes, the
-12 epochs of the bundled starter model about 70 minutes (its card has the exact command)::
+hands) one epoch takes about 4-4.5 minutes (18-25 img/s on an idle machine); the default 8 epochs about
+35 minutes, the 12 epochs of the starter model's first stage about 53 minutes (its card has the exact
+commands)::
 
     nice -n 10 python3 tools/train_small.py --data ../shared/data/open_hands --work-dir work_dirs/small_128
 
