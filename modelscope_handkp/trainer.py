@@ -379,7 +379,8 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
         if name and os.path.exists(str(name)):
             return self._from_location(name, getattr(ctx, 'split', None), kwargs)
         raise DatasetError('cannot find the files behind this MsDataset (not a zip dataset split or a local '
-                           'folder); pass the dataset folder or annotation file instead.')
+                           "folder loaded with MsDataset.load(FOLDER, split='train')); pass the dataset folder or "
+                           'annotation file instead, or load it with split=.')
 
     def build_dataset(self, datasets, model_cfg, mode, preprocessor=None, **kwargs):
         train = mode == ModeKeys.TRAIN
@@ -390,6 +391,11 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
             return self._from_ms_dataset(datasets, dkw, model_cfg)
         if isinstance(datasets, Dataset):
             return datasets
+        if isinstance(datasets, Mapping) and datasets and all(isinstance(v, MsDataset) for v in datasets.values()):
+            which = 'train' if train else 'val'
+            raise DatasetError(f'{"train" if train else "eval"}_dataset is a dict of MsDatasets {sorted(datasets)} '
+                               '(what MsDataset.load(FOLDER) returns without split=); pass one split: '
+                               f"MsDataset.load(FOLDER, split='{which}'), or the dataset folder itself.")
         if isinstance(datasets, (str, os.PathLike, Mapping)):
             return self._from_location(datasets, None, dkw)
         if isinstance(datasets, Sequence) and datasets:

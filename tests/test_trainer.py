@@ -384,6 +384,15 @@ def test_dataset_inputs_msdataset_folder_and_data_root(tiny_dir, train16, data_d
     local = MsDataset.load(str(folder), split='train')
     t = build(tiny_dir, tmp_path / 'wd', local, None, {})
     assert len(t.train_dataset) == 16
+    # without split= MsDataset.load gives a dict of splits: the error says which call to make
+    assert len(build(tiny_dir, tmp_path / 'wd', MsDataset.load(str(folder)), None, {}).train_dataset) == 16
+    both = tmp_path / 'both_splits'
+    shutil.copytree(folder, both, symlinks=True)
+    shutil.copyfile(train16['ann_file'], both / 'annotations' / 'val.json')
+    splits = MsDataset.load(str(both))
+    assert isinstance(splits, dict)
+    with pytest.raises(DatasetError, match=r"dict of MsDatasets.*split='train'"):
+        build(tiny_dir, tmp_path / 'wd', splits, None, {})
     # errors name the problem
     with pytest.raises(DatasetError, match='does not exist'):
         build(tiny_dir, tmp_path / 'wd', str(tmp_path / 'nowhere'), None)
