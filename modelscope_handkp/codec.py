@@ -66,7 +66,8 @@ def _neighbours(maps: np.ndarray, preds: np.ndarray, reach: int, low: int):
     """(valid [N,K], at(dy, dx) -> [N,K]): values of ``maps`` [N,K,H,W] next to each integer peak.
 
     A peak is valid when ``low < x < W - reach`` and likewise in y (the original's border rules);
-    invalid peaks read a safe in-bounds pixel (their values are ignored by the callers)."""
+    invalid peaks read in-bounds pixels (clamped to the map, also on maps smaller than the window;
+    their values are ignored by the callers)."""
     n, k, h, w = maps.shape
     px = np.trunc(preds[..., 0]).astype(np.int64)
     py = np.trunc(preds[..., 1]).astype(np.int64)
@@ -76,7 +77,8 @@ def _neighbours(maps: np.ndarray, preds: np.ndarray, reach: int, low: int):
     flat = maps.reshape(n, k, h * w)
 
     def at(dy, dx):
-        return np.take_along_axis(flat, ((pyc + dy) * w + (pxc + dx))[..., None], axis=2)[..., 0]
+        index = np.clip(pyc + dy, 0, h - 1) * w + np.clip(pxc + dx, 0, w - 1)
+        return np.take_along_axis(flat, index[..., None], axis=2)[..., 0]
 
     return valid, at
 
@@ -189,7 +191,10 @@ class HeatmapCodec:
 
     def encode(self, keypoints, visible):
         """Keypoints [(N,) K, 2] in input-crop pixels, visibility [(N,) K] ->
-        (target float32 [(N,) K, h, w], target_weight float32 [(N,) K, 1])."""
+        (target float32 [(N,) K, h, w], target_weight float32 [(N,) K, 1]).
+
+        As the original: the weight is the visibility clipped to [0, 1] (0 off the heatmap, see
+        ``zero_outside``), and a Gaussian is drawn only where the weight is > 0.5."""
         kp = np.asarray(keypoints, dtype=np.float32)
         single = kp.ndim == 2
         kp = kp.reshape(-1, kp.shape[-2], 2)
@@ -197,7 +202,11 @@ class HeatmapCodec:
         w, h = self.heatmap_size
         stride = np.array(self.input_size, np.float32) / np.array(self.heatmap_size, np.float32)
         mu = kp / stride  # [N, K, 2] in heatmap pixels
-        weight = (vis > 0).astype(np.float32)
+        # the original's rule (mmpose 0.x / EasyCV TopDownGenerateTarget): the weight IS the visibility
+        # (COCO-WholeBody hand visibilities are confidences in [0, 1]; the dataset keeps min(1, v)), and
+        # the Gaussian is drawn only where it is > 0.5 -- a low-confidence keypoint trains, at its small
+        # weight, toward an empty map
+        weight = np.clip(np.nan_to_num(vis, nan=0.0), 0.0, 1.0).astype(np.float32)
         tmp = self.sigma * 3
         if self.unbiased_encoding:
             lo, hi = mu - tmp, mu + tmp + 1

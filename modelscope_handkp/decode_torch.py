@@ -102,10 +102,14 @@ def gaussian_blur_max_preserving(heatmaps: torch.Tensor, kernel: int = 11, rows:
 
 
 def _gather(flat: torch.Tensor, px: torch.Tensor, py: torch.Tensor, width: int, offsets) -> torch.Tensor:
-    """Values of ``flat`` [N, K, H*W] at ``(py + dy, px + dx)`` for every offset -> [N, K, len(offsets)]."""
+    """Values of ``flat`` [N, K, H*W] at ``(py + dy, px + dx)`` for every offset -> [N, K, len(offsets)].
+
+    Positions are clamped to the map, so the fallback pixel of a peak that is not refined stays in
+    bounds on heatmaps smaller than the refinement window (its values are not used)."""
+    height = int(flat.shape[-1]) // width
     dy = torch.tensor([o[0] for o in offsets], dtype=torch.int64, device=flat.device)
     dx = torch.tensor([o[1] for o in offsets], dtype=torch.int64, device=flat.device)
-    index = (py.unsqueeze(-1) + dy) * width + (px.unsqueeze(-1) + dx)
+    index = (py.unsqueeze(-1) + dy).clamp(0, height - 1) * width + (px.unsqueeze(-1) + dx).clamp(0, width - 1)
     return torch.gather(flat, 2, index)
 
 

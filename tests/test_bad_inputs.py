@@ -225,8 +225,10 @@ def test_bad_numpy_and_other_objects(tiny):
         tiny(np.zeros((0, 5, 3), np.uint8))
     with pytest.raises(ImageReadError, match='NaN or infinite'):
         tiny(np.full((4, 4, 3), np.nan, np.float32))
-    with pytest.raises(TypeError, match='unsupported image input of type dict'):
+    with pytest.raises(TypeError, match=r"a dict input needs its image under one of the keys.*got the keys \['not'\]"):
         tiny({'not': 'an image'})
+    with pytest.raises(TypeError, match='unsupported image input of type int'):
+        tiny({'image': 5})
     with pytest.raises(TypeError, match='unsupported image input of type NoneType'):
         tiny(None)
     # float images in [0, 1] are scaled, not rejected

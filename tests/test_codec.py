@@ -80,6 +80,38 @@ def test_encode_batch_equals_single():
     assert np.array_equal(w[..., 0], (vis > 0).astype(np.float32))
 
 
+def test_fractional_visibility_is_the_weight_and_gates_the_gaussian():
+    """COCO-WholeBody hand visibilities are confidences: EasyCV's target generator uses v (clipped to 1)
+    as the weight and draws the Gaussian only where v > 0.5."""
+    kp = np.array([[100.0, 100.0], [120.0, 90.0], [60.0, 150.0], [30.0, 40.0], [200.0, 200.0]], np.float32)
+    vis = np.array([1.0, 0.041, 0.7, 2.0, 0.0], np.float32)
+    for unbiased in (False, True):
+        t, w = HeatmapCodec(unbiased_encoding=unbiased).encode(kp, vis)
+        np.testing.assert_array_equal(w[:, 0], np.array([1.0, 0.041, 0.7, 1.0, 0.0], np.float32))
+        np.testing.assert_array_equal(t.reshape(5, -1).max(axis=1) > 0.5, [True, False, True, True, False])
+        assert (t[[1, 4]] == 0).all()
+
+
+def test_small_heatmaps_decode_without_refinement():
+    """Maps smaller than the refinement window (DARK 5x5, quarter offset 3x3) decode to the plain argmax
+    instead of reading outside the map."""
+    from modelscope_handkp.decode_torch import decode_heatmaps as decode_t
+    for size in ((4, 4), (3, 8), (2, 2)):
+        codec = HeatmapCodec(input_size=(size[0] * 4, size[1] * 4), heatmap_size=size, sigma=1.0)
+        hm = np.zeros((1, 1, size[1], size[0]), np.float32)
+        hm[0, 0, size[1] // 2, size[0] // 2] = 1.0
+        center, scale = np.array([[50.0, 60.0]], np.float32), np.array([[0.5, 0.5]], np.float32)
+        for post in ('unbiased', 'default', None):
+            c = HeatmapCodec(input_size=codec.input_size, heatmap_size=size, post_process=post)
+            coords, _ = c.decode(hm, center, scale)
+            want, _ = HeatmapCodec(input_size=codec.input_size, heatmap_size=size, post_process=None).decode(
+                hm, center, scale)
+            np.testing.assert_allclose(coords, want, atol=1e-4)
+        for blur in ('full', 'local'):
+            ct, _ = decode_t(torch.from_numpy(hm), torch.from_numpy(center), torch.from_numpy(scale), blur=blur)
+            np.testing.assert_allclose(ct.numpy(), want, atol=1e-4)
+
+
 def test_unbiased_round_trip_subpixel():
     codec = HeatmapCodec(unbiased_encoding=True, post_process='unbiased', sigma=2.0)
     rng = np.random.default_rng(1)
