@@ -37,6 +37,7 @@ shows tracebacks.  Nothing is overwritten without ``--overwrite``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import json
 import logging
@@ -281,7 +282,7 @@ def collect_inputs(items: list[str], exclude_dir: str | None = None) -> tuple[li
             if not matches:
                 errors.append(f'{item}: no file matches this pattern.')
                 continue
-            n0 = len(found)
+            hits = 0  # images the pattern matches, also those an earlier input already added
             skipped = 0
             for m in matches:
                 if _inside(m, exclude_dir):
@@ -289,11 +290,13 @@ def collect_inputs(items: list[str], exclude_dir: str | None = None) -> tuple[li
                 elif os.path.isdir(m):
                     images, n_skipped = _folder_images(m, exclude_dir)
                     skipped += n_skipped
+                    hits += len(images)
                     for full, rel in images:
                         add(full, os.path.join(os.path.basename(os.path.normpath(m)), rel))
                 elif _is_image_file(m):
+                    hits += 1
                     add(m, os.path.basename(m))
-            if len(found) == n0:
+            if not hits:
                 why = (f'; {skipped} match(es) skipped: inside the output folder {exclude_dir} (earlier drawings)'
                        if skipped else '')
                 errors.append(f'{item}: the pattern matches no image files ({", ".join(IMAGE_EXTENSIONS)}){why}.')
@@ -364,11 +367,12 @@ def parse_boxes(text: str | None, images: list[InputImage]) -> dict[int, object]
     for key, boxes in value.items():
         arr = _parse_box_list(boxes, f'entry {key!r}')
         idx = None
-        for cand in (key, os.path.normpath(key), os.path.realpath(os.path.expanduser(key))):
-            if cand in by_path:
-                idx = by_path[cand]
-                break
-        if idx is None and os.path.basename(key) == key:  # a bare file name: must name exactly one input
+        if os.path.basename(key) != key:  # a path: as given, as found in a folder, or absolute
+            for cand in (key, os.path.normpath(key), os.path.realpath(os.path.expanduser(key))):
+                if cand in by_path:
+                    idx = by_path[cand]
+                    break
+        else:  # a bare file name: must name exactly one input (drawing names like x_2.jpg are not keys)
             named = by_name.get(key, [])
             if len(named) > 1:
                 raise UsageError(f'--boxes entry {key!r} is the file name of {len(named)} input images ('
@@ -428,6 +432,15 @@ def _finish_jsonl(tmp: str, final: str, written: int, overwrite: bool) -> None:
     from .model_dir import new_file_mode
     os.chmod(tmp, new_file_mode())  # mkstemp made it private; the results get a plain file's permissions
     os.replace(tmp, final)
+
+
+def _print_result(obj) -> None:
+    """Print the JSON result of a command; a closed stdout (``| head``, ``| true``) is not a failure of
+    the work, which is done and written by then."""
+    try:
+        print(json.dumps(obj, default=_json_default), flush=True)
+    except BrokenPipeError:
+        _stdout_to_devnull()
 
 
 def _stdout_to_devnull() -> None:
@@ -700,7 +713,7 @@ def cmd_video(args) -> int:
                                       progress=not args.no_progress)
     if summary is not None:
         try:
-            print(json.dumps(summary, default=_json_default))
+            _print_result(summary)
         except TypeError:
             pass
     _info(f'wrote {args.out}' + (f' and {args.jsonl}' if args.jsonl else ''))
@@ -860,7 +873,7 @@ def cmd_train(args) -> int:
         out['best_model_dir'] = os.path.join(work_dir, BEST_OUTPUT_DIR)
     out['epochs'] = int(getattr(trainer, 'epoch', 0))  # epochs completed
     out['metrics'] = dict(getattr(trainer, 'metric_values', None) or {})
-    print(json.dumps(out, default=_json_default))
+    _print_result(out)
     return EXIT_OK
 
 
@@ -879,9 +892,10 @@ def cmd_eval(args) -> int:
                                       device=args.device, cfg_options=opts))
         metrics = trainer.evaluate()
         n = len(trainer.eval_dataset) if getattr(trainer, 'eval_dataset', None) is not None else None
-    out = {'model': model_dir, 'data': args.data, 'flip_test': not args.no_flip, 'num_hands': n,
+        flip_test = bool(trainer.hand_net.flip_test)  # what ran: --no-flip, --cfg-options or the model's own
+    out = {'model': model_dir, 'data': args.data, 'flip_test': flip_test, 'num_hands': n,
            'metrics': dict(metrics or {})}
-    print(json.dumps(out, default=_json_default))
+    _print_result(out)
     return EXIT_OK
 
 
@@ -910,6 +924,8 @@ def cmd_export(args) -> int:
             parent = os.path.dirname(parent)
         if not os.path.isdir(parent):
             raise UsageError(f'{p}: {parent} is a file, not a folder; pass another path.')
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise CLIError(f'{p}: the folder {parent} is not writable; pass a path in a folder you can write to.')
     model_dir = resolve_model(args.model)
     from . import model_dir as md
     from .export import export_detector_onnx, export_keypoint_onnx, export_palm_net
@@ -926,10 +942,17 @@ def cmd_export(args) -> int:
         detector = build_detector(spec.detector, os.path.join(model_dir, md.CONFIG_FILE))
     net = HandKeypointsModel(model_dir).hand_model.eval()
     rotations = args.rotations if args.rotations is not None else spec.detector.type == 'palm'
+    # all or nothing: with a detector graph to write as well, an existing keypoint graph (--overwrite) is
+    # only replaced once both exports succeeded, and a new one is removed when the detector fails
     existed = os.path.exists(args.out)
-    path = export_keypoint_onnx(net, args.out, flip_test=not args.no_flip, rotations=rotations,
-                                opset=args.opset, overwrite=args.overwrite)
-    out = {'keypoints_onnx': str(path), 'flip_test': not args.no_flip, 'rotations_input': bool(rotations)}
+    staged = detector is not None and existed
+    kp_target = args.out
+    if staged:
+        folder, name = os.path.split(os.path.abspath(args.out))
+        kp_target = os.path.join(folder, f'.{os.path.splitext(name)[0]}.partial-{os.getpid()}.onnx')
+    path = export_keypoint_onnx(net, kp_target, flip_test=not args.no_flip, rotations=rotations,
+                                opset=args.opset, overwrite=args.overwrite and not staged)
+    out = {'keypoints_onnx': str(args.out), 'flip_test': not args.no_flip, 'rotations_input': bool(rotations)}
     try:
         if detector is not None and spec.detector.type == 'palm':
             out['detector_onnx'] = str(export_palm_net(detector.model, args.detector_out, opset=args.opset,
@@ -937,11 +960,14 @@ def cmd_export(args) -> int:
         elif detector is not None:
             out['detector_onnx'] = str(export_detector_onnx(detector, args.detector_out, opset=args.opset,
                                                             overwrite=args.overwrite))
+        if staged:
+            os.replace(path, args.out)
     except BaseException:
-        if not existed:  # all or nothing: a retry must not find half the result in its way
-            os.remove(path)
+        if staged or not existed:  # a retry must not find half the result in its way
+            with contextlib.suppress(OSError):
+                os.remove(path)
         raise
-    print(json.dumps(out))
+    _print_result(out)
     return EXIT_OK
 
 
@@ -955,7 +981,7 @@ def cmd_convert(args) -> int:
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())) and not args.overwrite:
         raise CLIError(f'{args.dst} already exists and is not empty; pass --overwrite to replace it, or another DST.')
     path = convert_model_dir(str(src), str(dst), overwrite=args.overwrite)
-    print(json.dumps({'model_dir': str(path)}))
+    _print_result({'model_dir': str(path)})
     _info(f'wrote {path}: use it with --model {path}')
     return EXIT_OK
 
@@ -970,7 +996,7 @@ def cmd_convert_palm(args) -> int:
         if os.path.exists(p) and not args.overwrite:
             raise CLIError(f'{p} already exists; pass --overwrite to replace it, or another --out-dir.')
     path = convert_palm_detector(args.tflite, args.out_dir, variant=args.variant, overwrite=args.overwrite)
-    print(json.dumps({'weights': str(path)}))
+    _print_result({'weights': str(path)})
     return EXIT_OK
 
 

@@ -102,14 +102,10 @@ def gaussian_blur_max_preserving(heatmaps: torch.Tensor, kernel: int = 11, rows:
 
 
 def _gather(flat: torch.Tensor, px: torch.Tensor, py: torch.Tensor, width: int, offsets) -> torch.Tensor:
-    """Values of ``flat`` [N, K, H*W] at ``(py + dy, px + dx)`` for every offset -> [N, K, len(offsets)].
-
-    Positions are clamped to the map, so the fallback pixel of a peak that is not refined stays in
-    bounds on heatmaps smaller than the refinement window (its values are not used)."""
-    height = int(flat.shape[-1]) // width
+    """Values of ``flat`` [N, K, H*W] at ``(py + dy, px + dx)`` for every offset -> [N, K, len(offsets)]."""
     dy = torch.tensor([o[0] for o in offsets], dtype=torch.int64, device=flat.device)
     dx = torch.tensor([o[1] for o in offsets], dtype=torch.int64, device=flat.device)
-    index = (py.unsqueeze(-1) + dy).clamp(0, height - 1) * width + (px.unsqueeze(-1) + dx).clamp(0, width - 1)
+    index = (py.unsqueeze(-1) + dy) * width + (px.unsqueeze(-1) + dx)
     return torch.gather(flat, 2, index)
 
 
@@ -117,6 +113,8 @@ def taylor_refine(log_heatmaps: torch.Tensor, px: torch.Tensor, py: torch.Tensor
     """Sub-pixel offsets (off_x, off_y) [N, K] of one Newton step on the log-heatmaps around the
     integer peaks ``(px, py)``; zero where not ``valid``, near the border or for a singular Hessian."""
     h, w = int(log_heatmaps.shape[-2]), int(log_heatmaps.shape[-1])
+    if h < 5 or w < 5:  # no peak is 2 px from every border: nothing to refine (and no fallback window fits)
+        return torch.zeros_like(px, dtype=log_heatmaps.dtype), torch.zeros_like(px, dtype=log_heatmaps.dtype)
     inner = valid & (px > 1) & (px < w - 2) & (py > 1) & (py < h - 2)
     two = torch.full_like(px, 2)
     v = _gather(_flat(log_heatmaps), torch.where(inner, px, two), torch.where(inner, py, two), w,
@@ -139,6 +137,8 @@ def taylor_refine(log_heatmaps: torch.Tensor, px: torch.Tensor, py: torch.Tensor
 def quarter_offset(heatmaps: torch.Tensor, px: torch.Tensor, py: torch.Tensor, valid: torch.Tensor):
     """Offsets (off_x, off_y) [N, K] of a quarter pixel toward the higher neighbour (mmpose 'default')."""
     h, w = int(heatmaps.shape[-2]), int(heatmaps.shape[-1])
+    if h < 3 or w < 3:  # no interior pixel: nothing to shift (and no fallback window fits)
+        return torch.zeros_like(px, dtype=heatmaps.dtype), torch.zeros_like(px, dtype=heatmaps.dtype)
     inner = valid & (px > 1) & (px < w - 1) & (py > 1) & (py < h - 1)
     one = torch.ones_like(px)
     v = _gather(_flat(heatmaps), torch.where(inner, px, one), torch.where(inner, py, one), w,

@@ -129,9 +129,13 @@ def test_parse_boxes_keys_name_one_image_each(tmp_path, capsys):
     out = cli.parse_boxes(json.dumps({str(b): box}), ims)
     assert list(out) == [1]
     np.testing.assert_allclose(out[1], box)
-    # a bare name shared by two inputs is ambiguous: a usage error, not boxes for both
+    # a bare name shared by two inputs is ambiguous: a usage error, not boxes for both (nor for the first)
     with pytest.raises(cli.UsageError, match=r"'img.jpg' is the file name of 2 input images.*by their paths"):
         cli.parse_boxes(json.dumps({'img.jpg': box}), ims)
+    single_files = [cli.InputImage(str(a), 'img.jpg'), cli.InputImage(str(b), 'img_2.jpg')]  # as predict names them
+    with pytest.raises(cli.UsageError, match='is the file name of 2 input images'):
+        cli.parse_boxes(json.dumps({'img.jpg': box}), single_files)
+    assert cli.parse_boxes(json.dumps({'img_2.jpg': box}), single_files) == {}  # a drawing's name is no key
     # a path that is none of the inputs does not fall back to its file name
     assert cli.parse_boxes(json.dumps({str(tmp_path / 'c' / 'img.jpg'): box}), ims) == {}
     assert 'matches none of the input images' in capsys.readouterr().err
@@ -627,6 +631,30 @@ def test_export_palm_detector_onnx_of_the_starter_model(tmp_path, capsys):
     ref_regs, ref_scores = det.forward_raw(x)
     assert regs.shape == (2, 2016, 18) and scores.shape == (2, 2016, 1)
     assert np.abs(regs - ref_regs.numpy()).max() <= 2e-3 and np.abs(scores - ref_scores.numpy()).max() <= 2e-3
+    # --overwrite is all or nothing: a detector export that fails leaves the existing keypoint graph as it was
+    kp_bytes = (tmp_path / 'kp.onnx').read_bytes()
+    import modelscope_handkp.export as export_mod
+
+    def broken(*a, **k):
+        raise OSError('disk full')
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(export_mod, 'export_palm_net', broken)
+        code, _, err = run(['export', '--out', tmp_path / 'kp.onnx', '--detector-out', tmp_path / 'palm.onnx',
+                            '--no-flip', '--overwrite'], capsys)
+    assert code == 1 and 'disk full' in err
+    assert (tmp_path / 'kp.onnx').read_bytes() == kp_bytes
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith('.')) == []  # no staged leftovers
+
+
+def test_closed_stdout_is_no_failure_of_a_finished_command(capsys, monkeypatch):
+    import builtins
+
+    def closed(*a, **k):
+        raise BrokenPipeError(32, 'Broken pipe')
+
+    monkeypatch.setattr(builtins, 'print', closed)
+    cli._print_result({'a': 1})  # no exception: the work is done, only its reader is gone
 
 
 # ----------------------------------------------------------------------------- train / eval
@@ -674,6 +702,13 @@ def test_eval_matches_pipeline_metrics(tiny_dir, data_dir, tmp_path, capsys):
     ref = keypoint_metrics(pred, gt, vis, np.asarray([b for _, b, _ in hands], np.float32), pck_thr=0.2, auc_norm=30)
     for k in ref:
         assert res['metrics'][k] == pytest.approx(ref[k], rel=1e-4, abs=1e-5), (k, res, ref)
+    # the flip_test reported is the one that ran, however it was switched off
+    base = ['eval', '--model', tiny_dir, '--data', ann, '--img-prefix', root / 'images', '--device', 'cpu']
+    code, lines, err = run(base + ['--no-flip'], capsys)
+    assert code == 0 and lines[-1]['flip_test'] is False
+    no_flip = lines[-1]['metrics']
+    code, lines, err = run(base + ['--cfg-options', 'model.test_cfg.flip_test=false'], capsys)
+    assert code == 0 and lines[-1]['flip_test'] is False and lines[-1]['metrics'] == no_flip
 
 
 def test_train_one_epoch_then_predict(tiny_dir, data_dir, images, tmp_path, capsys):
@@ -824,6 +859,16 @@ def test_folder_inputs_follow_symlinked_folders_once(data_dir, tmp_path):
     assert images == [] and len(errors) == 1
 
 
+def test_overlapping_inputs_are_no_error(data_dir, tmp_path):
+    folder = tmp_path / 'b'
+    folder.mkdir()
+    shutil.copy(data_dir / 'hands' / 'onehand10k' / '9.jpg', folder / 'x.jpg')
+    images, errors = cli.collect_inputs([str(folder), str(folder / '*.jpg')])  # the pattern's file came first
+    assert errors == [] and [im.path for im in images] == [str(folder / 'x.jpg')]
+    images, errors = cli.collect_inputs([str(folder / '*.png')])
+    assert images == [] and 'no file matches this pattern' in errors[0]
+
+
 def test_eval_and_train_loader_arguments_exit_2(tmp_path, capsys):
     missing_model = tmp_path / 'no_model'  # never reached: arguments are checked first
     for cmd, flag, value in ((['eval', '--data', tmp_path], '--batch-size', '0'),
@@ -849,6 +894,7 @@ def test_eval_keeps_modelscope_quiet_without_verbose(tiny_dir, tmp_path, capsys,
 
     class FakeTrainer:  # like EpochBasedTrainer: get_logger() sets the level back to INFO, then logs
         eval_dataset = [0, 1]
+        hand_net = type('Net', (), {'flip_test': True})()
 
         def __init__(self, default_args):
             get_logger().info('Training Config Start')
