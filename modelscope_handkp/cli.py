@@ -43,8 +43,10 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
 import tempfile
+import threading
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -716,7 +718,12 @@ def cmd_video(args) -> int:
             _print_result(summary)
         except TypeError:
             pass
-    _info(f'wrote {args.out}' + (f' and {args.jsonl}' if args.jsonl else ''))
+    wrote = f'{args.out}' + (f' and {args.jsonl}' if args.jsonl else '')
+    if summary is not None and summary.get('interrupted') and not isinstance(source, int):
+        # Ctrl-C is how a camera run ends; a video file stopped early gives a shorter output, and says so
+        _err(f'interrupted after {summary.get("frames")} frames: {wrote} hold(s) only the frames processed so far.')
+        return 130
+    _info(f'wrote {wrote}')
     return EXIT_OK
 
 
@@ -1179,17 +1186,42 @@ def main(argv: list[str] | None = None) -> int:
     args.debug = bool(getattr(args, 'debug', False))
     args.verbose = bool(getattr(args, 'verbose', False))
     _quiet_modelscope(args.verbose or args.command == 'train')
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return _run(args)
     finally:
         logging.getLogger('modelscope').removeFilter(_QUIET)  # in-process callers get their logging back
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+#: Path arguments (attribute, option) that must not be empty strings.
+_PATH_OPTIONS = (('out', '--out'), ('jsonl', '--jsonl'), ('work_dir', '--work-dir'), ('detector_out', '--detector-out'),
+                 ('out_dir', '--out-dir'), ('src', 'SRC'), ('dst', 'DST'), ('data', '--data'), ('model', '--model'),
+                 ('tflite', '--tflite'), ('boxes', '--boxes'), ('img_prefix', '--img-prefix'))
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, a cancelled job), raised like Ctrl-C so that the same cleanup runs."""
+
+
+def _on_sigterm(signum, frame):  # pragma: no cover - exercised in a subprocess
+    raise _Terminated()
 
 
 def _run(args) -> int:
     try:
+        for attr, option in _PATH_OPTIONS:
+            if isinstance(getattr(args, attr, None), str) and not getattr(args, attr).strip():
+                raise UsageError(f'{option} is empty; pass a path.')
         if hasattr(args, 'device'):
             args.device = check_device(args.device)  # before any (slow) model loading
         return int(args.func(args))
+    except _Terminated:
+        _err('terminated (SIGTERM).')
+        return 143
     except KeyboardInterrupt:
         _err('interrupted.')
         return 130

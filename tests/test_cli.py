@@ -859,6 +859,36 @@ def test_folder_inputs_follow_symlinked_folders_once(data_dir, tmp_path):
     assert images == [] and len(errors) == 1
 
 
+def test_empty_path_arguments_are_usage_errors(images, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for cmd in (['predict', images[0], '--out', ''], ['video', images[0], '--out', 'o.mp4', '--jsonl', ''],
+                ['export', '--out', ''], ['convert', str(tmp_path), ''], ['train', '--data', '', '--work-dir', 'w']):
+        code, _, err = run(cmd, capsys)
+        assert code == 2 and 'is empty; pass a path' in err, (cmd, err)
+    assert list(tmp_path.iterdir()) == [] and list(tmp_path.parent.glob('.*partial*')) == []
+
+
+def test_sigterm_stops_a_run_like_ctrl_c(images, tmp_path):
+    """A terminated predict run exits 143 and leaves no hidden temporary file behind."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    out = tmp_path / 'out'
+    proc = subprocess.Popen([sys.executable, '-m', 'modelscope_handkp', 'predict', *images * 50, '--out', str(out),
+                             '--no-progress'], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / 'predictions.jsonl').exists() and \
+            not list(out.glob('.predictions.jsonl.*')):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 143, err
+    assert 'terminated' in err and 'Traceback' not in err
+    assert [p.name for p in out.glob('.*')] == []  # the partial JSON lines were finished or removed
+
+
 def test_overlapping_inputs_are_no_error(data_dir, tmp_path):
     folder = tmp_path / 'b'
     folder.mkdir()

@@ -213,6 +213,31 @@ def test_failure_leaves_no_files_interrupt_keeps_frames(video, tmp_path):
 
 
 # ----------------------------------------------------------------------------- through the CLI
+def test_cli_video_file_stopped_early_exits_130(tmp_path, capsys, monkeypatch):
+    from test_cli import tiny_model_dir
+    model = tiny_model_dir(tmp_path / 'model')
+    src = write_video(tmp_path / 'in.avi', n=6)
+    calls = []
+    orig = cli.build_pipeline
+
+    def stop_at_third(*a, **k):
+        real = orig(*a, **k)
+
+        def predict(frame, **kw):
+            calls.append(1)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+            return real(frame, **kw)
+        return predict
+
+    monkeypatch.setattr(cli, 'build_pipeline', stop_at_third)
+    code = cli.main(['video', str(src), '--out', str(tmp_path / 'o.avi'), '--model', model, '--detector',
+                     'whole-image', '--no-flip', '--no-progress'])
+    err = capsys.readouterr().err
+    assert code == 130 and 'interrupted after 2 frames' in err
+    assert len(read_video(tmp_path / 'o.avi')[0]) == 2
+
+
 def test_cli_video_matches_pipeline_per_frame(tmp_path, capsys):
     from test_cli import hand_pipeline, tiny_model_dir
     model = tiny_model_dir(tmp_path / 'model')
