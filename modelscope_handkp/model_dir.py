@@ -538,7 +538,7 @@ def convert_model_dir(src, dst, overwrite: bool = False, check: bool = True) -> 
     """
     src_path = _local_or_hub(src)
     spec = load_model_spec(src_path, require_weights=True)
-    dst_path = Path(os.fspath(dst)).expanduser()
+    dst_path = Path(os.path.abspath(Path(os.fspath(dst)).expanduser()))
     _check_target(dst_path, src_path, overwrite)
     check_detector_files(spec.detector, str(src_path / CONFIG_FILE))
 
@@ -557,6 +557,11 @@ def convert_model_dir(src, dst, overwrite: bool = False, check: bool = True) -> 
 
 
 def _check_target(dst_path: Path, src_path: Path | None, overwrite: bool) -> None:
+    here = Path.cwd().resolve()
+    if dst_path.resolve() == here or dst_path.resolve() in here.parents:
+        raise ModelDirError(f'{dst_path} is the current folder (or contains it); a model directory is written as a '
+                            'new folder, and replacing this one would delete everything in it. Pass a new folder, '
+                            'e.g. ./my_model.')
     if src_path is not None and dst_path.resolve() == src_path.resolve():
         raise ModelDirError(f'{dst_path} is the source model directory; pass a new folder.')
     if src_path is not None and dst_path.resolve() in src_path.resolve().parents:
@@ -606,7 +611,7 @@ def write_model_dir(spec: ModelSpec, dst, state_dict, meta: dict, overwrite: boo
     """
     import torch
 
-    dst_path = Path(os.fspath(dst)).expanduser()
+    dst_path = Path(os.path.abspath(Path(os.fspath(dst)).expanduser()))  # '.' / 'a/..' have no usable name
     src_path = Path(spec.model_dir) if spec.model_dir else None
     _check_target(dst_path, src_path, overwrite)
     new_cfg = _plugin_configuration(spec)
@@ -634,7 +639,11 @@ def write_model_dir(spec: ModelSpec, dst, state_dict, meta: dict, overwrite: boo
         if dst_path.exists():
             # the old folder moves into a fresh private holder (never a fixed name that could be someone's)
             holder = Path(tempfile.mkdtemp(prefix=f'.{dst_path.name}.replaced.', dir=str(dst_path.parent)))
-            os.replace(dst_path, holder / dst_path.name)
+            try:
+                os.replace(dst_path, holder / dst_path.name)
+            except OSError:
+                holder.rmdir()
+                raise
             try:
                 os.replace(tmp, dst_path)
             except OSError:

@@ -194,6 +194,19 @@ def test_model_from_pretrained_is_ready_for_inference(official_dir, topdown_ref,
     assert running and all(torch.equal(sd[k], hrnet_synth_state_dict[k]) for k in running)
 
 
+def test_convert_refuses_the_current_folder(official_dir, tmp_path, monkeypatch):
+    work = tmp_path / 'project'
+    (work / 'sub').mkdir(parents=True)
+    (work / 'notes.txt').write_text('mine')
+    for cwd, dst in ((work, '.'), (work / 'sub', '..'), (work / 'sub', str(work))):
+        monkeypatch.chdir(cwd)
+        with pytest.raises(md.ModelDirError, match='is the current folder'):
+            md.convert_model_dir(official_dir, dst, overwrite=True)
+    assert (work / 'notes.txt').read_text() == 'mine'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['project'] and sorted(
+        p.name for p in work.iterdir()) == ['notes.txt', 'sub']
+
+
 def test_save_pretrained_round_trip_keeps_the_new_weights(official_dir, topdown_ref, tmp_path):
     """ModelScope's Model.save_pretrained writes a directory that loads back with the saved (changed)
     weights -- not the source directory's stale pytorch_model.pt -- and its SSDLite detector files."""
