@@ -177,6 +177,10 @@ def _is_image_file(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
+def _same_folder(a: str, b: str | None) -> bool:
+    return b is not None and os.path.realpath(a) == os.path.realpath(b)
+
+
 def _inside(path: str, folder: str | None) -> bool:
     if folder is None:
         return False
@@ -268,7 +272,11 @@ def collect_inputs(items: list[str], exclude_dir: str | None = None) -> tuple[li
 
     for item in items:
         if os.path.isdir(item):
-            images, skipped = _folder_images(item, exclude_dir)
+            # earlier drawings are skipped when the output folder is (inside) the folder searched; a folder
+            # inside the output folder (predict proj/photos --out proj) holds inputs
+            inner = exclude_dir if exclude_dir is not None and not _inside(item, exclude_dir) or \
+                _same_folder(item, exclude_dir) else None
+            images, skipped = _folder_images(item, inner)
             if not images and skipped:
                 errors.append(f'{item}: all {skipped} images of this folder are inside the output folder '
                               f'{exclude_dir} (earlier drawings are skipped); pass the folder of the input images, '
@@ -618,8 +626,14 @@ def cmd_predict(args) -> int:
     stdout_closed = False
     jsonl = jsonl_tmp = None
     written = 0
+    created: list[str] = []
     if jsonl_path is not None:
         # a hidden temporary file, moved into place at the end: a run without results leaves none behind
+        # the folders this run makes are removed again when it writes nothing into them
+        missing = os.path.abspath(out_dir)
+        while not os.path.exists(missing):
+            created.append(missing)
+            missing = os.path.dirname(missing)
         os.makedirs(out_dir, exist_ok=True)
         fd, jsonl_tmp = tempfile.mkstemp(prefix=f'.{PREDICTIONS_FILE}.', suffix='.partial', dir=out_dir)
         jsonl = open(fd, 'w', encoding='utf-8')
@@ -659,8 +673,12 @@ def cmd_predict(args) -> int:
         if jsonl is not None:
             jsonl.close()
             _finish_jsonl(jsonl_tmp, jsonl_path, written, args.overwrite)
+            if written == 0:
+                for folder in created:  # innermost first; only empty folders go
+                    with contextlib.suppress(OSError):
+                        os.rmdir(folder)
     done = len(images) - (failed - len(input_errors)) - not_done
-    where = f'; results in {out_dir}' if out_dir is not None else ''
+    where = f'; results in {out_dir}' if out_dir is not None and (written or jsonl_path is None) else ''
     _info(f'{done} of {len(images) + len(input_errors)} inputs processed{where}.')
     if failed:
         _err(f'{failed} input(s) failed (see the messages above).')

@@ -379,7 +379,7 @@ def test_predict_without_results_leaves_no_predictions_file(tiny_dir, images, tm
     args = ['--model', tiny_dir, '--out', out, '--detector', 'whole-image', '--no-flip']
     code, lines, err = run(['predict', bad, *args], capsys)
     assert code == 1 and lines == [] and 'not a readable image' in err
-    assert os.listdir(out) == []  # neither predictions.jsonl nor a temporary file
+    assert not out.exists()  # neither predictions.jsonl nor a temporary file, nor the folder this run made
     code, lines, err = run(['predict', images[0], *args], capsys)  # the next run is not blocked
     assert code == 0 and len(lines) == 1, err
     umask = os.umask(0)
@@ -857,6 +857,28 @@ def test_folder_inputs_follow_symlinked_folders_once(data_dir, tmp_path):
     # a symlinked folder inside the output folder stays skipped
     images, errors = cli.collect_inputs([str(top)], exclude_dir=str(src))
     assert images == [] and len(errors) == 1
+
+
+def test_a_folder_inside_the_output_folder_holds_inputs(data_dir, tmp_path):
+    proj = tmp_path / 'proj'
+    (proj / 'photos').mkdir(parents=True)
+    shutil.copy(data_dir / 'hands' / 'onehand10k' / '9.jpg', proj / 'photos' / 'x.jpg')
+    shutil.copy(data_dir / 'hands' / 'onehand10k' / '9.jpg', proj / 'old_drawing.jpg')
+    images, errors = cli.collect_inputs([str(proj / 'photos')], exclude_dir=str(proj))
+    assert errors == [] and [im.rel for im in images] == ['x.jpg']
+    # the output folder itself, or a folder around it, still skips the drawings in it
+    images, errors = cli.collect_inputs([str(proj)], exclude_dir=str(proj))
+    assert images == [] and 'inside the output folder' in errors[0]
+    images, errors = cli.collect_inputs([str(tmp_path)], exclude_dir=str(proj / 'photos'))
+    assert [im.rel for im in images] == [os.path.join('proj', 'old_drawing.jpg')]
+
+
+def test_a_run_without_results_leaves_no_output_folder(tmp_path, capsys):
+    notes = tmp_path / 'notes.txt'
+    notes.write_text('not an image')
+    code, _, err = run(['predict', notes, '--out', tmp_path / 'o' / 'deep', '--no-progress'], capsys)
+    assert code == 1 and 'results in' not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['notes.txt']
 
 
 def test_empty_path_arguments_are_usage_errors(images, tmp_path, capsys, monkeypatch):
