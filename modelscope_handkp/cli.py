@@ -890,7 +890,7 @@ def cmd_train(args) -> int:
     work_dir = os.path.abspath(args.work_dir)
     trainer = _build_trainer(dict(model=model_dir, train_dataset=train_ds, eval_dataset=val_ds, work_dir=work_dir,
                                   resume=args.resume, overwrite=args.overwrite, device=args.device,
-                                  cfg_options=opts))
+                                  skip_invalid=args.skip_invalid, cfg_options=opts))
     trainer.train()
     from .hooks import BEST_OUTPUT_DIR, OUTPUT_DIR
     out = {'work_dir': work_dir, 'model_dir': os.path.join(work_dir, OUTPUT_DIR)}
@@ -914,7 +914,7 @@ def cmd_eval(args) -> int:
     opts.setdefault('evaluation.dataloader.workers_per_gpu', args.workers if args.workers is not None else 0)
     with tempfile.TemporaryDirectory(prefix='handkp-eval-') as work_dir:
         trainer = _build_trainer(dict(model=model_dir, train_dataset=None, eval_dataset=data, work_dir=work_dir,
-                                      device=args.device, cfg_options=opts))
+                                      device=args.device, skip_invalid=args.skip_invalid, cfg_options=opts))
         metrics = trainer.evaluate()
         n = len(trainer.eval_dataset) if getattr(trainer, 'eval_dataset', None) is not None else None
         flip_test = bool(trainer.hand_net.flip_test)  # what ran: --no-flip, --cfg-options or the model's own
@@ -1117,6 +1117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--cfg-options', nargs='+', default=None, metavar='KEY=VALUE',
                    help='override configuration keys, e.g. train.optimizer.lr=0.001 (values parsed as JSON)')
     p.add_argument('--resume', action='store_true', help='continue the run in --work-dir')
+    p.add_argument('--skip-invalid', action='store_true',
+                   help='skip (log and count) missing images and malformed annotations instead of stopping')
     p.add_argument('--overwrite', action='store_true', help='replace a previous run in --work-dir')
     _add_device(p)
     p.set_defaults(func=cmd_train)
@@ -1130,6 +1132,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help='image folder of an annotation file given to --data (default: found next to it)')
     p.add_argument('--split', default='validation', help='split of a hub --data (default: validation)')
     p.add_argument('--no-flip', action='store_true', help='no flip test')
+    p.add_argument('--skip-invalid', action='store_true',
+                   help='skip (log and count) missing images and malformed annotations instead of stopping')
     p.add_argument('--batch-size', type=int, default=None, metavar='N')
     p.add_argument('--workers', type=int, default=None, metavar='N')
     p.add_argument('--cfg-options', nargs='+', default=None, metavar='KEY=VALUE')

@@ -405,7 +405,8 @@ def _detector_argument(detector, model_detector: md.DetectorSpec, where: str):
         det_cfg = merged
     elif dtype == 'ssdlite' and 'config_file' not in det_cfg:
         raise md.ModelDirError(f"detector='ssdlite' needs detector files, but {where} names none; pass "
-                               "detector={'type': 'ssdlite', 'config_file': ..., 'checkpoint': ...}.")
+                               "detector={'type': 'ssdlite', 'config_file': ..., 'checkpoint': ...} (CLI: use a "
+                               "--model directory that has the SSDLite files, or --detector palm / whole-image).")
     else:
         det_cfg.setdefault('score_threshold', model_detector.score_threshold)
     return md.detector_spec({'detector': det_cfg, 'handkp': {}}, os.getcwd(), md.FORMAT_HANDKP, arg), arg

@@ -595,8 +595,8 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
         if found and not (resume or overwrite):
             names = ', '.join(os.path.basename(p) for p in found)
             raise FileExistsError(
-                f'work_dir {self.work_dir!r} already holds a training run ({names}). Pass resume=True to continue '
-                'it, overwrite=True to replace it, or choose another work_dir.')
+                f'work_dir {self.work_dir!r} already holds a training run ({names}). Pass resume=True (CLI: --resume) '
+                'to continue it, overwrite=True (--overwrite) to replace it, or choose another work_dir.')
         if found and overwrite and not resume:
             for p in found:
                 foreign = _foreign_entries(p)

@@ -686,6 +686,18 @@ def test_eval_matches_pipeline_metrics(tiny_dir, data_dir, tmp_path, capsys):
     # the images are not next to this annotation file: the error says which file is missing
     code, lines, err = run(['eval', '--model', tiny_dir, '--data', ann, '--device', 'cpu'], capsys)
     assert code == 1 and 'does not exist' in err and 'img_prefix' in err and 'Traceback' not in err
+    assert '--skip-invalid' in err  # the CLI's own option, not only the Python argument
+    # --skip-invalid: the hand whose image is missing is left out (and counted), the others evaluated
+    some = tmp_path / 'some_images'
+    some.mkdir()
+    names = sorted({im['file_name'] for im in json.loads(Path(ann).read_text())['images']})
+    for name in names[1:]:
+        (some / name).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(root / 'images' / name, some / name)
+    code, lines, err = run(['eval', '--model', tiny_dir, '--data', ann, '--img-prefix', some, '--skip-invalid',
+                            '--no-flip'], capsys)
+    assert code == 0, err
+    assert 0 < lines[-1]['num_hands'] < len(_gt_hands(ann, root / 'images'))
     code, lines, err = run(['eval', '--model', tiny_dir, '--data', ann, '--img-prefix', root / 'images',
                             '--device', 'cpu'], capsys)
     assert code == 0, err

@@ -125,7 +125,8 @@ def resolve_split_folder(folder: str, split: str | None = None, train: bool = Tr
         mine, other = ('training', 'evaluation') if train else ('evaluation', 'training')
         raise DatasetError(
             f'{folder!r} holds only {name}, which is named for the {other} split, but the {mine} split was asked '
-            f'for. Pass a folder with the {mine} split (CLI: --{"data" if train else "val"}), or the annotation '
+            f'for. Pass a folder with the {mine} split (CLI: {"train --data" if train else "train --val / eval --data"}), '
+            f'or the annotation '
             f'file itself ({cands[0]}) if you really mean to use it for {mine}.')
     if len(picked) != 1:
         what = 'training' if train else 'evaluation'
@@ -217,8 +218,8 @@ def load_coco_wholebody_hands(ann_file: str, img_prefix: str | None, num_joints:
 
     def bad(msg):
         if not skip_invalid:
-            raise DatasetError(f'{ann_file}: {msg}. Fix the entry, or pass skip_invalid=True to skip such '
-                               'entries (they are logged and counted).')
+            raise DatasetError(f'{ann_file}: {msg}. Fix the entry, or pass skip_invalid=True (CLI: --skip-invalid) '
+                               'to skip such entries (they are logged and counted).')
         skipped.append(msg)
 
     id2name: dict = {}
