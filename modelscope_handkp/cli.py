@@ -782,6 +782,10 @@ def _dataset_arg(value: str | None, split: str, img_prefix: str | None = None):
     if value is None:
         return None
     if os.path.exists(value):
+        if img_prefix is not None and os.path.isdir(value):
+            raise UsageError(f'--img-prefix is for annotation files; {value} is a dataset folder, whose images/ '
+                             'folder is used. Pass the annotation file (e.g. '
+                             f'{os.path.join(value, "annotations", "val.json")}) with --img-prefix, or drop it.')
         if img_prefix is not None and os.path.isfile(value):
             if not os.path.isdir(img_prefix):
                 raise CLIError(f'--img-prefix {img_prefix}: no such folder.')

@@ -687,6 +687,8 @@ def test_eval_matches_pipeline_metrics(tiny_dir, data_dir, tmp_path, capsys):
     code, lines, err = run(['eval', '--model', tiny_dir, '--data', ann, '--device', 'cpu'], capsys)
     assert code == 1 and 'does not exist' in err and 'img_prefix' in err and 'Traceback' not in err
     assert '--skip-invalid' in err  # the CLI's own option, not only the Python argument
+    code, _, err = run(['eval', '--model', tiny_dir, '--data', tmp_path, '--img-prefix', root / 'images'], capsys)
+    assert code == 2 and '--img-prefix is for annotation files' in err  # not silently ignored
     # --skip-invalid: the hand whose image is missing is left out (and counted), the others evaluated
     some = tmp_path / 'some_images'
     some.mkdir()
@@ -796,6 +798,10 @@ def test_convert_palm_detector_refuses_overwrite(tmp_path, capsys):
                        capsys)
     assert code == 1 and 'already exists' in err and '--overwrite' in err
     assert (tmp_path / 'palm_detection_lite.pt').read_bytes() == b'x'
+    pytest.importorskip('tflite')
+    code, _, err = run(['convert-palm-detector', '--variant', 'lite', '--out-dir', tmp_path / 'new', '--tflite', tfl],
+                       capsys)
+    assert code == 1 and 'is not a TFLite model' in err and not (tmp_path / 'new').exists()
 
 
 def test_result_record_writes_non_finite_numbers_as_json_null():

@@ -182,6 +182,9 @@ def read_tflite(path) -> TFLiteGraph:
     tflite = _import_tflite()
     path = Path(path)
     buf = path.read_bytes()
+    if len(buf) < 8 or buf[4:8] != b'TFL3':  # every TFLite flatbuffer carries this file identifier
+        raise ValueError(f'{path} is not a TFLite model (no TFL3 flatbuffer identifier); pass MediaPipe\'s '
+                         'palm_detection_full.tflite (or _lite), e.g. from the mediapipe 0.10.21 wheel.')
     model = tflite.Model.GetRootAsModel(buf, 0)
     if model.SubgraphsLength() != 1:
         raise ValueError(f'{path}: expected one subgraph, found {model.SubgraphsLength()}')
