@@ -609,6 +609,13 @@ def cmd_predict(args) -> int:
             raise UsageError(f'the output {t} would replace the input image of the same path; pass another --out.')
     if out_dir is not None and os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise UsageError(f'--out {out_dir} is a file; pass a folder.')
+    if out_dir is not None:  # before the (slow) model loading
+        from .video import check_writable_folder
+        existing_dir = os.path.abspath(out_dir)
+        while not os.path.exists(existing_dir):
+            existing_dir = os.path.dirname(existing_dir)
+        if os.path.isdir(existing_dir):
+            check_writable_folder(existing_dir, f'--out {out_dir}')
     if not args.overwrite:
         existing = [t for t in targets if os.path.exists(t)]
         if existing:
@@ -953,8 +960,8 @@ def cmd_export(args) -> int:
             parent = os.path.dirname(parent)
         if not os.path.isdir(parent):
             raise UsageError(f'{p}: {parent} is a file, not a folder; pass another path.')
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise CLIError(f'{p}: the folder {parent} is not writable; pass a path in a folder you can write to.')
+        from .video import check_writable_folder
+        check_writable_folder(parent, p)
     model_dir = resolve_model(args.model)
     from . import model_dir as md
     from .export import export_detector_onnx, export_keypoint_onnx, export_palm_net

@@ -94,6 +94,20 @@ def check_outputs(source, out_path: str, jsonl_path: str | None, overwrite: bool
         parent = os.path.dirname(os.path.abspath(p))
         if not os.path.isdir(parent):
             raise FileNotFoundError(f'{p}: the folder {parent} does not exist; create it first.')
+        check_writable_folder(parent, p)
+
+
+def check_writable_folder(folder: str, target: str) -> None:
+    """Raise PermissionError when no file can be created in ``folder`` (read-only mount, permissions,
+    immutable folder): checked by creating and removing a hidden file, which is what counts (also as root)."""
+    import tempfile
+    try:
+        fd, probe = tempfile.mkstemp(prefix='.handkp-write-check.', dir=folder)
+    except OSError as e:
+        raise PermissionError(f'cannot write {target}: the folder {folder} is not writable ({e.strerror}); pass a '
+                              'path in a folder you can write to.') from e
+    os.close(fd)
+    os.remove(probe)
 
 
 def _open_capture(source):

@@ -202,6 +202,26 @@ def test_bad_sources_and_outputs(tmp_path, video):
     assert sorted(os.listdir(tmp_path)) == ['bad.mp4', 'in.avi']
 
 
+def test_unwritable_output_folder_is_named_before_any_work(video, tmp_path, monkeypatch):
+    import tempfile
+
+    from modelscope_handkp.video import check_outputs
+    real = tempfile.mkstemp
+    ro = tmp_path / 'ro'
+    ro.mkdir()
+
+    def mkstemp(*a, dir=None, **k):  # a read-only mount / immutable folder, also for root
+        if dir is not None and os.path.realpath(dir) == os.path.realpath(ro):
+            raise OSError(30, 'Read-only file system')
+        return real(*a, dir=dir, **k)
+
+    monkeypatch.setattr(tempfile, 'mkstemp', mkstemp)
+    with pytest.raises(PermissionError, match=r'folder .*ro is not writable \(Read-only file system\)'):
+        check_outputs(video, str(ro / 'o.mp4'), None, overwrite=False)
+    check_outputs(video, str(tmp_path / 'o.mp4'), None, overwrite=False)  # elsewhere: fine, nothing left behind
+    assert sorted(os.listdir(tmp_path)) == ['in.avi', 'ro']
+
+
 def test_failure_leaves_no_files_interrupt_keeps_frames(video, tmp_path):
     out, jsonl = tmp_path / 'f.avi', tmp_path / 'f.jsonl'
     with pytest.raises(RuntimeError, match='model failed'):
