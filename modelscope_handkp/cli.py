@@ -43,6 +43,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import sys
 import tempfile
@@ -899,10 +900,17 @@ def cmd_train(args) -> int:
     else:
         val_ds = None
     work_dir = os.path.abspath(args.work_dir)
-    trainer = _build_trainer(dict(model=model_dir, train_dataset=train_ds, eval_dataset=val_ds, work_dir=work_dir,
-                                  resume=args.resume, overwrite=args.overwrite, device=args.device,
-                                  skip_invalid=args.skip_invalid, cfg_options=opts))
-    trainer.train()
+    created = not os.path.exists(work_dir)
+    try:
+        trainer = _build_trainer(dict(model=model_dir, train_dataset=train_ds, eval_dataset=val_ds,
+                                      work_dir=work_dir, resume=args.resume, overwrite=args.overwrite,
+                                      device=args.device, skip_invalid=args.skip_invalid, cfg_options=opts))
+        trainer.train()
+    except Exception:
+        # a run that failed before writing anything (bad option, data error) leaves no work dir of logs only
+        if created and os.path.isdir(work_dir) and all(n.endswith('.log') for n in os.listdir(work_dir)):
+            shutil.rmtree(work_dir, ignore_errors=True)
+        raise
     from .hooks import BEST_OUTPUT_DIR, OUTPUT_DIR
     out = {'work_dir': work_dir, 'model_dir': os.path.join(work_dir, OUTPUT_DIR)}
     if os.path.isdir(os.path.join(work_dir, BEST_OUTPUT_DIR)):

@@ -258,6 +258,11 @@ def strip_run_folders(train_cfg) -> None:
                     sub.pop(key, None)
 
 
+def _existing_run_message(work_dir: str, names) -> str:
+    return (f'work_dir {work_dir!r} already holds a training run ({", ".join(names)}). Pass resume=True (CLI: '
+            '--resume) to continue it, overwrite=True (--overwrite) to replace it, or choose another work_dir.')
+
+
 class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
     """ModelScope trainer ``'easycv'`` for top-down hand keypoint models (see module docs).
 
@@ -283,7 +288,17 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
         self._handkp_export_cfg = None
         # code is never run from a model directory; a Python cfg_file (which runs when read) needs this
         self._handkp_trust_remote_code = bool(kwargs.pop('trust_remote_code', False))
-        super().__init__(model, cfg_file, *args, **kwargs)
+        # ModelScope creates work_dir and writes a log into it while it builds the trainer: a work_dir this
+        # constructor created is removed again when building fails (e.g. a bad configuration value)
+        wd = kwargs.get('work_dir')
+        wd = os.path.abspath(os.fspath(wd)) if isinstance(wd, (str, os.PathLike)) and os.fspath(wd) else None
+        created = wd is not None and not os.path.exists(wd)
+        try:
+            super().__init__(model, cfg_file, *args, **kwargs)
+        except BaseException:
+            if created and os.path.isdir(wd) and all(n.endswith('.log') for n in os.listdir(wd)):
+                shutil.rmtree(wd, ignore_errors=True)
+            raise
         self.work_dir = os.path.abspath(self.work_dir)
 
     # ------------------------------------------------------------------ model
@@ -593,10 +608,7 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
                         'trainer did not write; move those files (or the folder) elsewhere, or choose another '
                         'work_dir.')
         if found and not (resume or overwrite):
-            names = ', '.join(os.path.basename(p) for p in found)
-            raise FileExistsError(
-                f'work_dir {self.work_dir!r} already holds a training run ({names}). Pass resume=True (CLI: --resume) '
-                'to continue it, overwrite=True (--overwrite) to replace it, or choose another work_dir.')
+            raise FileExistsError(_existing_run_message(self.work_dir, [os.path.basename(p) for p in found]))
         if found and overwrite and not resume:
             for p in found:
                 foreign = _foreign_entries(p)

@@ -749,6 +749,11 @@ def test_train_one_epoch_then_predict(tiny_dir, data_dir, images, tmp_path, caps
     # an existing run is neither replaced nor continued silently
     code, _, err = run(args, capsys)
     assert code == 1 and 'already holds a training run' in err
+    # a run that fails before writing anything leaves no work dir behind
+    i = args.index('--work-dir')
+    failing = args[:i + 1] + [str(tmp_path / 'never')] + args[i + 2:] + ['--cfg-options', 'train.optimizer.lr="abc"']
+    code, _, err = run(failing, capsys)
+    assert code == 1 and not (tmp_path / 'never').exists(), err
     code, _, err = run(args + ['--resume', '--overwrite'], capsys)
     assert code == 2
 

@@ -523,6 +523,18 @@ def test_evaluation_every_n_iterations_keeps_the_best_checkpoint(tiny_dir, train
     assert md.load_model_spec(wd / 'output_best').checkpoint is not None
 
 
+def test_a_trainer_that_cannot_be_built_leaves_no_work_dir(tiny_dir, train16, tmp_path):
+    wd = tmp_path / 'new_run'
+    with pytest.raises(ValueError, match="'AP' is not a hand keypoint metric"):
+        build(tiny_dir, wd, train16, None, {'train.checkpoint.best': {'metric_key': 'AP'}})
+    assert not wd.exists()  # ModelScope had created it, with a log, before the hook refused
+    wd.mkdir()
+    (wd / 'mine.txt').write_text('x')  # a folder that was there is left alone
+    with pytest.raises(ValueError):
+        build(tiny_dir, wd, train16, None, {'train.checkpoint.best': {'metric_key': 'AP'}})
+    assert (wd / 'mine.txt').read_text() == 'x'
+
+
 def test_python_cfg_file_is_refused_without_trust_remote_code(tmp_path):
     """ModelScope reads a .py configuration by running it: without trust_remote_code=True the trainer
     refuses it before anything runs (the file's code would have created the marker)."""
