@@ -31,7 +31,8 @@ Model resolution when ``--model`` is absent: the starter model bundled with the 
 
 Exit codes: 0 success; 1 a runtime failure (an unreadable input, a missing model, an unreachable hub,
 an existing output file) — ``predict`` goes on with the other inputs and returns 1 at the end;
-2 bad arguments; 130 interrupted (Ctrl-C, or a video file stopped early); 143 terminated (SIGTERM).  Expected errors print ``error: ...`` on stderr without a traceback; ``--debug``
+2 bad arguments; 130 interrupted (Ctrl-C, or a video file stopped early); 143 terminated (SIGTERM).
+Expected errors print ``error: ...`` on stderr without a traceback; ``--debug``
 shows tracebacks.  Nothing is overwritten without ``--overwrite``.
 """
 from __future__ import annotations

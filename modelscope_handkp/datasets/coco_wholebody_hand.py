@@ -125,9 +125,9 @@ def resolve_split_folder(folder: str, split: str | None = None, train: bool = Tr
         mine, other = ('training', 'evaluation') if train else ('evaluation', 'training')
         raise DatasetError(
             f'{folder!r} holds only {name}, which is named for the {other} split, but the {mine} split was asked '
-            f'for. Pass a folder with the {mine} split (CLI: {"train --data" if train else "train --val / eval --data"}), '
-            f'or the annotation '
-            f'file itself ({cands[0]}) if you really mean to use it for {mine}.')
+            f'for. Pass a folder with the {mine} split '
+            f'(CLI: {"train --data" if train else "train --val / eval --data"}), or the annotation file itself '
+            f'({cands[0]}) if you really mean to use it for {mine}.')
     if len(picked) != 1:
         what = 'training' if train else 'evaluation'
         names = [os.path.relpath(p, folder) for p in (picked or cands)]
