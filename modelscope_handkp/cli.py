@@ -677,6 +677,11 @@ def cmd_predict(args) -> int:
                 if args.debug:
                     traceback.print_exc()
             progress.update()
+    except KeyboardInterrupt:  # Ctrl-C / SIGTERM: the results so far are kept, and said to be partial
+        if jsonl is not None and written:
+            progress.write(f'{PROG}: stopped after {written} of {len(images)} images: {jsonl_path} holds their '
+                           'results only.')
+        raise
     finally:
         progress.close()
         if jsonl is not None:

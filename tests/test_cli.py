@@ -920,7 +920,11 @@ def test_sigterm_stops_a_run_like_ctrl_c(images, tmp_path):
     import sys
     import time
     out = tmp_path / 'out'
-    proc = subprocess.Popen([sys.executable, '-m', 'modelscope_handkp', 'predict', *images * 50, '--out', str(out),
+    many = tmp_path / 'many'
+    many.mkdir()
+    for i in range(300):  # distinct files (repeated or linked paths are one input): far more than run in time
+        shutil.copyfile(images[i % len(images)], many / f'{i:03d}{os.path.splitext(images[i % len(images)])[1]}')
+    proc = subprocess.Popen([sys.executable, '-m', 'modelscope_handkp', 'predict', str(many), '--out', str(out),
                              '--no-progress'], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not (out / 'predictions.jsonl').exists() and \
@@ -931,6 +935,9 @@ def test_sigterm_stops_a_run_like_ctrl_c(images, tmp_path):
     err = proc.communicate(timeout=120)[1]
     assert proc.returncode == 143, err
     assert 'terminated' in err and 'Traceback' not in err
+    if (out / 'predictions.jsonl').exists():  # the results so far are kept, and said to be partial
+        n = len((out / 'predictions.jsonl').read_text().splitlines())
+        assert f'stopped after {n} of 300 images' in err
     assert [p.name for p in out.glob('.*')] == []  # the partial JSON lines were finished or removed
 
 
