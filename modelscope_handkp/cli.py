@@ -44,7 +44,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import signal
 import sys
 import tempfile
@@ -52,6 +51,8 @@ import threading
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+
+from .files import check_writable_folder, missing_folders, partial_path
 
 PROG = 'modelscope-handkp'
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
@@ -612,10 +613,7 @@ def cmd_predict(args) -> int:
     if out_dir is not None and os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise UsageError(f'--out {out_dir} is a file; pass a folder.')
     if out_dir is not None:  # before the (slow) model loading
-        from .video import check_writable_folder
-        existing_dir = os.path.abspath(out_dir)
-        while not os.path.exists(existing_dir):
-            existing_dir = os.path.dirname(existing_dir)
+        existing_dir = missing_folders(out_dir)[1]
         if os.path.isdir(existing_dir):
             check_writable_folder(existing_dir, f'--out {out_dir}')
     if not args.overwrite:
@@ -637,12 +635,9 @@ def cmd_predict(args) -> int:
     written = 0
     created: list[str] = []
     if jsonl_path is not None:
-        # a hidden temporary file, moved into place at the end: a run without results leaves none behind
-        # the folders this run makes are removed again when it writes nothing into them
-        missing = os.path.abspath(out_dir)
-        while not os.path.exists(missing):
-            created.append(missing)
-            missing = os.path.dirname(missing)
+        # a hidden temporary file, moved into place at the end: a run without results leaves none behind,
+        # nor the folders it made
+        created = missing_folders(out_dir)[0]
         os.makedirs(out_dir, exist_ok=True)
         fd, jsonl_tmp = tempfile.mkstemp(prefix=f'.{PREDICTIONS_FILE}.', suffix='.partial', dir=out_dir)
         jsonl = open(fd, 'w', encoding='utf-8')
@@ -906,17 +901,10 @@ def cmd_train(args) -> int:
     else:
         val_ds = None
     work_dir = os.path.abspath(args.work_dir)
-    created = not os.path.exists(work_dir)
-    try:
-        trainer = _build_trainer(dict(model=model_dir, train_dataset=train_ds, eval_dataset=val_ds,
-                                      work_dir=work_dir, resume=args.resume, overwrite=args.overwrite,
-                                      device=args.device, skip_invalid=args.skip_invalid, cfg_options=opts))
-        trainer.train()
-    except Exception:
-        # a run that failed before writing anything (bad option, data error) leaves no work dir of logs only
-        if created and os.path.isdir(work_dir) and all(n.endswith('.log') for n in os.listdir(work_dir)):
-            shutil.rmtree(work_dir, ignore_errors=True)
-        raise
+    trainer = _build_trainer(dict(model=model_dir, train_dataset=train_ds, eval_dataset=val_ds, work_dir=work_dir,
+                                  resume=args.resume, overwrite=args.overwrite, device=args.device,
+                                  skip_invalid=args.skip_invalid, cfg_options=opts))
+    trainer.train()  # a work_dir it created is removed again when the run fails before writing anything
     from .hooks import BEST_OUTPUT_DIR, OUTPUT_DIR
     out = {'work_dir': work_dir, 'model_dir': os.path.join(work_dir, OUTPUT_DIR)}
     if os.path.isdir(os.path.join(work_dir, BEST_OUTPUT_DIR)):
@@ -969,12 +957,9 @@ def cmd_export(args) -> int:
             raise UsageError(f'{p} is a folder; give the path of the .onnx file to write.')
         if os.path.exists(p) and not args.overwrite:
             raise CLIError(f'{p} already exists; pass --overwrite to replace it, or another path.')
-        parent = os.path.dirname(os.path.abspath(p))
-        while not os.path.exists(parent):  # the first existing ancestor must be a folder
-            parent = os.path.dirname(parent)
+        parent = missing_folders(os.path.dirname(os.path.abspath(p)))[1]  # must be a folder
         if not os.path.isdir(parent):
             raise UsageError(f'{p}: {parent} is a file, not a folder; pass another path.')
-        from .video import check_writable_folder
         check_writable_folder(parent, p)
     model_dir = resolve_model(args.model)
     from . import model_dir as md
@@ -996,10 +981,7 @@ def cmd_export(args) -> int:
     # only replaced once both exports succeeded, and a new one is removed when the detector fails
     existed = os.path.exists(args.out)
     staged = detector is not None and existed
-    kp_target = args.out
-    if staged:
-        folder, name = os.path.split(os.path.abspath(args.out))
-        kp_target = os.path.join(folder, f'.{os.path.splitext(name)[0]}.partial-{os.getpid()}.onnx')
+    kp_target = partial_path(args.out) if staged else args.out
     path = export_keypoint_onnx(net, kp_target, flip_test=not args.no_flip, rotations=rotations,
                                 opset=args.opset, overwrite=args.overwrite and not staged)
     out = {'keypoints_onnx': str(args.out), 'flip_test': not args.no_flip, 'rotations_input': bool(rotations)}

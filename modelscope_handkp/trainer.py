@@ -258,9 +258,10 @@ def strip_run_folders(train_cfg) -> None:
                     sub.pop(key, None)
 
 
-def _existing_run_message(work_dir: str, names) -> str:
-    return (f'work_dir {work_dir!r} already holds a training run ({", ".join(names)}). Pass resume=True (CLI: '
-            '--resume) to continue it, overwrite=True (--overwrite) to replace it, or choose another work_dir.')
+def _remove_if_only_logs(work_dir: str) -> None:
+    """Remove ``work_dir`` when it holds nothing but ModelScope's log files (a run that wrote nothing)."""
+    if os.path.isdir(work_dir) and all(n.endswith('.log') for n in os.listdir(work_dir)):
+        shutil.rmtree(work_dir, ignore_errors=True)
 
 
 class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
@@ -296,10 +297,11 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
         try:
             super().__init__(model, cfg_file, *args, **kwargs)
         except BaseException:
-            if created and os.path.isdir(wd) and all(n.endswith('.log') for n in os.listdir(wd)):
-                shutil.rmtree(wd, ignore_errors=True)
+            if created:
+                _remove_if_only_logs(wd)
             raise
         self.work_dir = os.path.abspath(self.work_dir)
+        self._handkp_created_work_dir = created and self.work_dir == wd
 
     # ------------------------------------------------------------------ model
     def get_or_download_model_dir(self, model, model_revision=None, third_party=None):
@@ -608,7 +610,10 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
                         'trainer did not write; move those files (or the folder) elsewhere, or choose another '
                         'work_dir.')
         if found and not (resume or overwrite):
-            raise FileExistsError(_existing_run_message(self.work_dir, [os.path.basename(p) for p in found]))
+            names = ', '.join(os.path.basename(p) for p in found)
+            raise FileExistsError(
+                f'work_dir {self.work_dir!r} already holds a training run ({names}). Pass resume=True (CLI: '
+                '--resume) to continue it, overwrite=True (--overwrite) to replace it, or choose another work_dir.')
         if found and overwrite and not resume:
             for p in found:
                 foreign = _foreign_entries(p)
@@ -752,7 +757,16 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
     # ------------------------------------------------------------------ train / evaluate
     def train(self, checkpoint_path=None, load_all_state=True, *args, resume=None, overwrite=None, **kwargs):
         """Train for ``train.max_epochs``.  ``resume=True`` continues from ``<work_dir>/latest.pth``;
-        ``checkpoint_path`` starts from other weights (a model file or a training state)."""
+        ``checkpoint_path`` starts from other weights (a model file or a training state).  A work_dir
+        this trainer created is removed again when the run fails before writing anything but logs."""
+        try:
+            return self._train(checkpoint_path, load_all_state, *args, resume=resume, overwrite=overwrite, **kwargs)
+        except Exception:
+            if self._handkp_created_work_dir:
+                _remove_if_only_logs(self.work_dir)
+            raise
+
+    def _train(self, checkpoint_path, load_all_state, *args, resume=None, overwrite=None, **kwargs):
         resume = self._handkp_resume if resume is None else bool(resume)
         overwrite = self._handkp_overwrite if overwrite is None else bool(overwrite)
         latest = os.path.join(self.work_dir, LATEST_CHECKPOINT)

@@ -41,6 +41,7 @@ import cv2
 import numpy as np
 
 from .draw import draw_hands
+from .files import check_writable_folder, partial_path
 from .tracking import TRACK_IDS, HandTracker
 
 __all__ = ['process_video', 'check_outputs', 'VideoError', 'FOURCC_BY_EXTENSION', 'DEFAULT_FPS', 'frame_record']
@@ -97,19 +98,6 @@ def check_outputs(source, out_path: str, jsonl_path: str | None, overwrite: bool
         check_writable_folder(parent, p)
 
 
-def check_writable_folder(folder: str, target: str) -> None:
-    """Raise PermissionError when no file can be created in ``folder`` (read-only mount, permissions,
-    immutable folder): checked by creating and removing a hidden file, which is what counts (also as root)."""
-    import tempfile
-    try:
-        fd, probe = tempfile.mkstemp(prefix='.handkp-write-check.', dir=folder)
-    except OSError as e:
-        raise PermissionError(f'cannot write {target}: the folder {folder} is not writable ({e.strerror}); pass a '
-                              'path in a folder you can write to.') from e
-    os.close(fd)
-    os.remove(probe)
-
-
 def _open_capture(source):
     if isinstance(source, os.PathLike):
         source = os.fspath(source)
@@ -137,12 +125,6 @@ def _open_capture(source):
 def _input_fps(cap) -> float | None:
     fps = cap.get(cv2.CAP_PROP_FPS)
     return float(fps) if fps is not None and math.isfinite(fps) and 0 < fps <= 1000 else None
-
-
-def _temp_path(path: str) -> str:
-    folder, name = os.path.split(os.path.abspath(path))
-    stem, ext = os.path.splitext(name)
-    return os.path.join(folder, f'.{stem}.partial-{os.getpid()}{ext}')
 
 
 def json_list(values: np.ndarray) -> list:
@@ -252,14 +234,14 @@ def process_video(source, predict_fn: Callable[[np.ndarray], Mapping[str, Any]],
                              'not supported by OpenCV here; convert it, e.g. ffmpeg -i INPUT -c:v libx264 OUTPUT.mp4.')
         height, width = frame.shape[:2]
         ext = os.path.splitext(out_path)[1].lower()
-        tmp_video = _temp_path(out_path)
+        tmp_video = partial_path(out_path)
         writer = cv2.VideoWriter(tmp_video, cv2.VideoWriter_fourcc(*FOURCC_BY_EXTENSION[ext]), fps, (width, height))
         if not writer.isOpened():
             raise VideoError(f'cannot write {out_path}: OpenCV has no {FOURCC_BY_EXTENSION[ext]} encoder for {ext} '
                              f'here (or the folder is not writable); try the other format '
                              f'({" or ".join(e for e in FOURCC_BY_EXTENSION if e != ext)}).')
         if jsonl_path is not None:
-            tmp_jsonl = _temp_path(jsonl_path)
+            tmp_jsonl = partial_path(jsonl_path)
             jsonl = open(tmp_jsonl, 'w', encoding='utf-8')
         if tracker is None:
             tracker = HandTracker(smoothing=smoothing, fps=fps)
