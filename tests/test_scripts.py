@@ -125,7 +125,8 @@ def test_train_small_init_from_another_network_is_an_argument_error(tmp_path):
     proc = run_script(TOOLS / 'train_small.py', '--data', tmp_path, '--work-dir', wd, '--init-from', STARTER,
                       '--size', 256)
     assert proc.returncode == 2 and 'Traceback' not in proc.stderr
-    assert 'pass the same --size/--width/--blocks' in proc.stderr and '--size 256' in proc.stderr
+    assert 'pass the same network options' in proc.stderr and '--size 256' in proc.stderr
+    assert '--modules 1 1 2 1 --stem-blocks 2' in proc.stderr
     assert not (wd / 'init_model' / 'pytorch_model.pt').exists()
 
 
@@ -296,3 +297,54 @@ def test_palm_detector_quality_and_shared_hands_without_data(tmp_path):
     assert proc.returncode == 1 and 'hands not found: pass --data' in proc.stderr
     proc = run_script(BENCH / 'shared_hands.py', '--data', tmp_path, timeout=120)
     assert proc.returncode == 1 and 'freihand/test_freihand.json missing' in proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# tools/pack_open_hands.py
+# ---------------------------------------------------------------------------------------------
+def _hand_folder(root: Path) -> Path:
+    import cv2
+    rng = np.random.default_rng(0)
+    (root / 'images' / 'a').mkdir(parents=True)
+    (root / 'annotations').mkdir()
+    cv2.imwrite(str(root / 'images' / 'a' / 'big.png'), rng.integers(0, 255, (300, 400, 3), dtype=np.uint8))
+    cv2.imwrite(str(root / 'images' / 'a' / 'small.jpg'), rng.integers(0, 255, (100, 100, 3), dtype=np.uint8))
+    kp = np.zeros((21, 3))
+    kp[:, 0], kp[:, 1], kp[:, 2] = np.linspace(100, 300, 21), np.linspace(50, 250, 21), 1
+    big = {'id': 1, 'image_id': 1, 'category_id': 1, 'iscrowd': 0, 'righthand_valid': True,
+           'righthand_kpts': kp.ravel().tolist(), 'righthand_box': [100, 50, 200, 200], 'lefthand_valid': False,
+           'lefthand_kpts': [0] * 63, 'lefthand_box': [0, 0, 0, 0], 'bbox': [100, 50, 200, 200], 'area': 40000,
+           'face_kpts': [0] * 204}
+    small = dict(big, id=2, image_id=2, righthand_kpts=(kp * (0.2, 0.2, 1)).ravel().tolist(),
+                 righthand_box=[20, 10, 40, 40], bbox=[20, 10, 40, 40], area=1600)
+    data = {'images': [{'id': 1, 'file_name': 'a/big.png', 'width': 400, 'height': 300},
+                       {'id': 2, 'file_name': 'a/small.jpg', 'width': 100, 'height': 100}],
+            'annotations': [big, small], 'categories': [{'id': 1, 'name': 'person'}]}
+    (root / 'annotations' / 'train.json').write_text(json.dumps(data))
+    return root
+
+
+def test_pack_open_hands_scales_images_and_labels_together(tmp_path):
+    import cv2
+    src = _hand_folder(tmp_path / 'src')
+    dst = tmp_path / 'dst'
+    proc = run_script(TOOLS / 'pack_open_hands.py', src, dst, '--splits', 'train', '--max-hand', 160)
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads((dst / 'annotations' / 'train.json').read_text())
+    big, small = d['annotations']
+    assert d['images'][0] == {'id': 1, 'file_name': 'a/big.webp', 'width': 320, 'height': 240}
+    assert cv2.imread(str(dst / 'images' / 'a' / 'big.webp')).shape == (240, 320, 3)
+    np.testing.assert_allclose(np.reshape(big['righthand_kpts'], (21, 3))[[0, 20]], [[80, 40, 1], [240, 200, 1]])
+    assert big['righthand_box'] == [80, 40, 160, 160] and big['area'] == 25600 and 'face_kpts' not in big
+    # a JPEG whose hands are small enough is copied byte for byte, its labels unchanged
+    assert d['images'][1]['file_name'] == 'a/small.jpg'
+    assert (dst / 'images' / 'a' / 'small.jpg').read_bytes() == (src / 'images' / 'a' / 'small.jpg').read_bytes()
+    assert small['righthand_kpts'] == json.loads((src / 'annotations' / 'train.json').read_text())[
+        'annotations'][1]['righthand_kpts']
+    # the packed folder is a dataset this package reads
+    from modelscope_handkp.datasets.coco_wholebody_hand import CocoWholeBodyHandDataset
+    ds = CocoWholeBodyHandDataset(str(dst / 'annotations' / 'train.json'), str(dst / 'images'), test_mode=True)
+    assert len(ds) == 2
+    # an existing destination is never overwritten
+    again = run_script(TOOLS / 'pack_open_hands.py', src, dst, '--splits', 'train')
+    assert again.returncode == 2 and 'exists' in again.stderr

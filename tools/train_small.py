@@ -74,7 +74,8 @@ def train_pipeline(size: int, augment: str) -> list:
 
 
 def small_model_dir(dst: str, size: int, width: int, blocks: int, overwrite: bool, augment: str = 'standard',
-                    init_from: str | None = None, resume: bool = False) -> str:
+                    init_from: str | None = None, resume: bool = False, modules=(1, 1, 2, 1),
+                    stem_blocks: int = 2) -> str:
     """A model directory (this plugin's format) for the small network: configuration only (random
     initial weights), or with a copy of ``init_from``'s weights to fine-tune them.
 
@@ -83,7 +84,7 @@ def small_model_dir(dst: str, size: int, width: int, blocks: int, overwrite: boo
     ``resume`` (the run being continued started from them), else a ``FileExistsError`` says so."""
     from modelscope_handkp.model_dir import handkp_configuration
     from modelscope_handkp.models import hrnet_extra, hrnet_model_cfg
-    mc = hrnet_model_cfg(hrnet_extra(width, blocks=blocks, modules=(1, 1, 2, 1), stem_blocks=2),
+    mc = hrnet_model_cfg(hrnet_extra(width, blocks=blocks, modules=tuple(modules), stem_blocks=stem_blocks),
                          image_size=(size, size))
     if init_from is not None:
         for name in ('configuration.json', 'pytorch_model.pt'):
@@ -95,7 +96,8 @@ def small_model_dir(dst: str, size: int, width: int, blocks: int, overwrite: boo
         want = json.loads(json.dumps(mc))
         if any(src.get(k) != want[k] for k in ('backbone', 'image_size')):
             raise ValueError(f'--init-from {init_from}: its network is not the one asked for here (--size {size} '
-                             f'--width {width} --blocks {blocks}); pass the same --size/--width/--blocks.')
+                             f'--width {width} --blocks {blocks} --modules {" ".join(map(str, modules))} '
+                             f'--stem-blocks {stem_blocks}); pass the same network options.')
     cfg = handkp_configuration(mc, {'type': 'none'})
     cfg['dataset'] = {
         'train': {'type': 'HandCocoWholeBodyDataset', 'pipeline': train_pipeline(size, augment)},
@@ -142,6 +144,9 @@ def main(argv=None):
     ap.add_argument('--size', type=int, default=128, help='input size in pixels (heatmaps are size / 4)')
     ap.add_argument('--width', type=int, default=16, help='HRNet width (18 = the published w18)')
     ap.add_argument('--blocks', type=int, default=1, help='residual blocks per branch (published: 4)')
+    ap.add_argument('--modules', type=int, nargs=4, default=(1, 1, 2, 1), metavar='N',
+                    help='modules of stages 1-4 (published: 1 1 4 3)')
+    ap.add_argument('--stem-blocks', type=int, default=2, help='bottleneck blocks of stage 1 (published: 4)')
     ap.add_argument('--batch-size', type=int, default=32)
     ap.add_argument('--workers', type=int, default=1)
     ap.add_argument('--lr', type=float, default=1e-3)
@@ -165,6 +170,9 @@ def main(argv=None):
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
+    import torch
+    if torch.cuda.is_available() and args.device != 'cpu':
+        torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick the fastest kernels
     import modelscope_handkp  # noqa: F401  (registers the trainer)
     from modelscope.metainfo import Trainers
     from modelscope.trainers import build_trainer
@@ -175,7 +183,8 @@ def main(argv=None):
     if rank == 0:
         try:
             small_model_dir(model_dir, args.size, args.width, args.blocks, args.overwrite or args.resume,
-                            augment=args.augment, init_from=args.init_from, resume=args.resume)
+                            augment=args.augment, init_from=args.init_from, resume=args.resume,
+                            modules=args.modules, stem_blocks=args.stem_blocks)
         except (FileExistsError, FileNotFoundError, ValueError) as e:
             ap.error(str(e))
     if int(os.environ.get('WORLD_SIZE', 1)) > 1:
