@@ -62,6 +62,8 @@ def blocked(tmp_path: Path, module: str) -> Path:
 SCRIPTS_WITH_OPTIONS = {
     'tools/train_small.py': ['--init-from', '--augment', '--resume', '--overwrite'],
     'tools/make_starter_model.py': ['src', '--dest', '--overwrite'],
+    'tools/pack_open_hands.py': ['src', 'dst', '--max-hand', '--quality'],
+    'tools/train_within.py': ['--budget', '--work-dir', '--max-epochs'],
     'tools/convert_palm_detector.py': ['--variant', '--tflite', '--out-dir', '--overwrite'],
     'benchmarks/run.py': ['--quick', '--levers', '--json', '--backends'],
     'benchmarks/eval_hgc.py': ['--model', '--data', '--json'],
@@ -348,3 +350,24 @@ def test_pack_open_hands_scales_images_and_labels_together(tmp_path):
     # an existing destination is never overwritten
     again = run_script(TOOLS / 'pack_open_hands.py', src, dst, '--splits', 'train')
     assert again.returncode == 2 and 'exists' in again.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# tools/train_within.py
+# ---------------------------------------------------------------------------------------------
+def test_train_within_refuses_options_it_sets_and_existing_work_dirs(tmp_path):
+    wd = tmp_path / 'run'
+    proc = run_script(TOOLS / 'train_within.py', '--budget', 60, '--work-dir', wd, '--', '--epochs', 5)
+    assert proc.returncode == 2 and '--epochs is set by this script' in proc.stderr
+    (tmp_path / 'run_calibration').mkdir()
+    proc = run_script(TOOLS / 'train_within.py', '--budget', 60, '--work-dir', wd, '--', '--data', tmp_path)
+    assert proc.returncode == 2 and 'run_calibration exists' in proc.stderr and 'Traceback' not in proc.stderr
+    assert not wd.exists()
+
+
+def test_train_within_reports_a_failed_calibration(tmp_path):
+    wd = tmp_path / 'run'
+    proc = run_script(TOOLS / 'train_within.py', '--budget', 60, '--work-dir', wd, '--', '--data',
+                      tmp_path / 'missing', '--device', 'cpu')
+    assert proc.returncode == 1 and 'calibration run failed' in proc.stderr
+    assert not wd.exists()
