@@ -963,7 +963,7 @@ def cmd_export(args) -> int:
         check_writable_folder(parent, p)
     model_dir = resolve_model(args.model)
     from . import model_dir as md
-    from .export import export_detector_onnx, export_keypoint_onnx, export_palm_net
+    from .export import export_detector_onnx, export_keypoint_onnx
     from .modelscope_model import HandKeypointsModel
 
     spec = md.load_model_spec(model_dir, require_weights=True)
@@ -986,10 +986,7 @@ def cmd_export(args) -> int:
                                 opset=args.opset, overwrite=args.overwrite and not staged)
     out = {'keypoints_onnx': str(args.out), 'flip_test': not args.no_flip, 'rotations_input': bool(rotations)}
     try:
-        if detector is not None and spec.detector.type == 'palm':
-            out['detector_onnx'] = str(export_palm_net(detector.model, args.detector_out, opset=args.opset,
-                                                       overwrite=args.overwrite))
-        elif detector is not None:
+        if detector is not None:
             out['detector_onnx'] = str(export_detector_onnx(detector, args.detector_out, opset=args.opset,
                                                             overwrite=args.overwrite))
         if staged:
@@ -1149,7 +1146,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser('export', parents=[common], help='ONNX graphs of the keypoint network (and detector)',
                        description='Write the keypoint graph (flip test + DARK decoding inside: crops, centers, '
-                                   'scales -> keypoints, scores) and optionally the SSDLite detector (raw outputs).')
+                                   'scales -> keypoints, scores) and optionally the detector network (SSDLite or '
+                                   'palm detector, raw outputs).')
     _add_model(p, help_extra='; default: the bundled starter model, else the hub model ' + hub_model_id())
     p.add_argument('--out', required=True, metavar='FILE.onnx', help='keypoint graph')
     p.add_argument('--detector-out', default=None, metavar='FILE.onnx', help='detector graph (raw outputs): SSDLite or palm detector')
@@ -1245,6 +1243,9 @@ def _run(args) -> int:
         for attr, option in _PATH_OPTIONS:
             if isinstance(getattr(args, attr, None), str) and not getattr(args, attr).strip():
                 raise UsageError(f'{option} is empty; pass a path.')
+        for value in (getattr(args, 'inputs', None) or []) + [getattr(args, 'input', None)]:
+            if isinstance(value, str) and not value.strip():
+                raise UsageError('an INPUT is empty; pass an image, folder, glob or video path.')
         if hasattr(args, 'device'):
             args.device = check_device(args.device)  # before any (slow) model loading
         return int(args.func(args))

@@ -335,14 +335,19 @@ def export_decoder_onnx(path, post_process: str | None = 'unbiased', kernel: int
 
 def export_detector_onnx(detector: nn.Module, path, opset: int = DEFAULT_OPSET, fold_bn: bool = True,
                          overwrite: bool = False) -> Path:
-    """Write the hand detector's network (``images -> cls_logits, bbox_deltas``) to ``path``.
-
-    ``detector`` is a :class:`modelscope_handkp.detection.ssdlite.SSDLiteHandDetector` (from
-    ``build_hand_detector``).  Inputs are its preprocessed batches; decode with its anchors.
+    """Write the hand detector's network to ``path``: for the SSDLite hand detector
+    (:class:`modelscope_handkp.detection.ssdlite.SSDLiteHandDetector`, from ``build_hand_detector``)
+    ``images -> cls_logits, bbox_deltas`` (inputs are its preprocessed batches; decode with its
+    anchors); for a :class:`~modelscope_handkp.detection.palm.PalmDetector` its network, as
+    :func:`export_palm_net` (``fold_bn`` does not apply: the palm network has no BatchNorm).
     """
-    if not hasattr(detector, 'forward_raw'):
-        raise TypeError(f'{type(detector).__name__} has no forward_raw(); export_detector_onnx expects the '
-                        'SSDLite hand detector from modelscope_handkp.detection.build_hand_detector.')
+    from .detection.palm import PalmDetector
+    if isinstance(detector, PalmDetector):
+        return export_palm_net(detector.model, path, opset=opset, overwrite=overwrite)
+    if not isinstance(detector, nn.Module) or not hasattr(detector, 'forward_raw'):
+        raise TypeError(f'{type(detector).__name__} is not a hand detector network; export_detector_onnx expects '
+                        'the SSDLite hand detector (modelscope_handkp.detection.build_hand_detector) or a '
+                        'PalmDetector (build_palm_detector).')
     opset = check_opset(opset, _MIN_DETECTOR_OPSET)
     path = _check_target(path, overwrite)
     net = fold_batchnorm(detector) if fold_bn else detector

@@ -910,6 +910,9 @@ def test_empty_path_arguments_are_usage_errors(images, tmp_path, capsys, monkeyp
                 ['export', '--out', ''], ['convert', str(tmp_path), ''], ['train', '--data', '', '--work-dir', 'w']):
         code, _, err = run(cmd, capsys)
         assert code == 2 and 'is empty; pass a path' in err, (cmd, err)
+    for cmd in (['predict', images[0], ' ', '--out', 'o'], ['video', '', '--out', 'o.mp4']):
+        code, _, err = run(cmd, capsys)
+        assert code == 2 and 'an INPUT is empty' in err, (cmd, err)
     assert list(tmp_path.iterdir()) == [] and list(tmp_path.parent.glob('.*partial*')) == []
 
 

@@ -402,3 +402,21 @@ def test_export_of_a_cuda_model_gives_the_cpu_numbers_and_leaves_it_on_cuda(tmp_
     palm = build_palm_detector(backend='eager').model.cuda()
     export_palm_net(palm, tmp_path / 'palm.onnx')
     assert all(p.device.type == 'cuda' for p in palm.parameters())
+
+
+def test_export_detector_onnx_takes_the_palm_detector_and_refuses_other_objects(tmp_path):
+    """export_detector_onnx(PalmDetector) failed with AttributeError ('no attribute eval'); it writes
+    the palm network's graph now (what the CLI writes), and anything else is a TypeError that names
+    the detectors it takes."""
+    from modelscope_handkp.detection import build_palm_detector
+    det = build_palm_detector(backend='eager')
+    path = export_detector_onnx(det, tmp_path / 'palm.onnx')
+    sess = _session(path)
+    x = torch.rand(1, 3, 192, 192, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = det.model(x)[1].numpy()
+    got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {'images': x.numpy()})))
+    assert np.abs(got['scores'] - ref).max() <= 1e-3
+    with pytest.raises(TypeError, match='PalmDetector'):
+        export_detector_onnx(object(), tmp_path / 'x.onnx')
+    assert not (tmp_path / 'x.onnx').exists()
