@@ -31,6 +31,16 @@ def _load_file(path) -> object:
     if os.path.getsize(path) == 0:
         raise CheckpointError(f'checkpoint file {path!r} is empty (0 bytes); it was probably not written '
                               'completely — download or copy it again.')
+    with open(path, 'rb') as f:
+        head = f.read(64)
+    text = head.lstrip().lower()
+    if text.startswith(b'version https://git-lfs'):
+        raise CheckpointError(f'checkpoint file {path!r} is a Git LFS pointer (a small text file naming the real '
+                              'file), not the weights: run `git lfs pull` in that repository, or download the '
+                              'file itself again.')
+    if text.startswith((b'<!doctype', b'<html', b'<?xml', b'{')):
+        raise CheckpointError(f'checkpoint file {path!r} is a text (HTML/XML/JSON) document, not a PyTorch '
+                              'checkpoint — probably an error page saved by a download; download the file again.')
     try:
         try:
             return torch.load(path, map_location='cpu', weights_only=True)
@@ -46,7 +56,7 @@ def _load_file(path) -> object:
             f'checkpoint {path!r} holds objects other than tensors and plain containers, which are not loaded '
             f'for safety (torch.load weights_only=True): {str(e).splitlines()[0]} — re-save it as a plain '
             'state dict: torch.save(model.state_dict(), path).') from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError) as e:
         raise CheckpointError(f'checkpoint {path!r} cannot be read (truncated or not a PyTorch file?): '
                               f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""} — download or '
                               'copy it again.') from e

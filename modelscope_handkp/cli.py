@@ -55,7 +55,7 @@ from pathlib import Path
 from .files import check_writable_folder, missing_folders, partial_path
 
 PROG = 'modelscope-handkp'
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 #: extensions a drawing keeps (OpenCV can encode them); any other input extension gives a .jpg drawing
 WRITABLE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 DEFAULT_OUT = 'handkp_out'
@@ -258,7 +258,7 @@ def collect_inputs(items: list[str], exclude_dir: str | None = None) -> tuple[li
 
     Explicit file paths are kept whatever their extension (a wrong file gives a clear read error
     later); folders and glob matches contribute files with an image extension
-    (jpg/jpeg/png/bmp/webp).  Files under ``exclude_dir`` (the output folder, i.e. earlier drawings) are
+    (jpg/jpeg/png/bmp/webp/tif/tiff).  Files under ``exclude_dir`` (the output folder, i.e. earlier drawings) are
     skipped in folders and glob matches.  ``rel`` (the drawing's name) is unique: repeated names are
     numbered (``a_2.jpg``), and an extension OpenCV cannot write becomes ``.jpg``.
     """
@@ -282,8 +282,8 @@ def collect_inputs(items: list[str], exclude_dir: str | None = None) -> tuple[li
             images, skipped = _folder_images(item, inner)
             if not images and skipped:
                 errors.append(f'{item}: all {skipped} images of this folder are inside the output folder '
-                              f'{exclude_dir} (earlier drawings are skipped); pass the folder of the input images, '
-                              'or another --out.')
+                              f'{exclude_dir}, where drawings are written, and are skipped; pass the folder of the '
+                              'input images, or another --out.')
             elif not images:
                 errors.append(f'{item}: folder has no images ({"/".join(e[1:] for e in IMAGE_EXTENSIONS)}).')
             for full, rel in images:
@@ -310,7 +310,7 @@ def collect_inputs(items: list[str], exclude_dir: str | None = None) -> tuple[li
                     hits += 1
                     add(m, os.path.basename(m))
             if not hits:
-                why = (f'; {skipped} match(es) skipped: inside the output folder {exclude_dir} (earlier drawings)'
+                why = (f'; {skipped} match(es) skipped: inside the output folder {exclude_dir}, where drawings are written'
                        if skipped else '')
                 errors.append(f'{item}: the pattern matches no image files ({", ".join(IMAGE_EXTENSIONS)}){why}.')
         else:
@@ -350,10 +350,12 @@ def parse_boxes(text: str | None, images: list[InputImage]) -> dict[int, object]
     if text is None:
         return {}
     source = 'argument'
+    if os.path.isdir(text):
+        raise UsageError(f'--boxes {text} is a folder; pass a .json file, or the JSON itself.')
     if os.path.isfile(text):
         source = text
         try:
-            text = Path(text).read_text(encoding='utf-8')
+            text = Path(text).read_text(encoding='utf-8-sig')  # a byte-order mark (Windows editors) is no error
         except (OSError, UnicodeDecodeError) as e:
             raise UsageError(f'--boxes: cannot read {source}: {e}') from e
     try:
@@ -663,8 +665,8 @@ def cmd_predict(args) -> int:
                     written += 1
                 elif stdout_closed:  # the results have nowhere to go: stop
                     not_done = len(images) - i
-                    progress.write(f'{PROG}: error: stdout was closed (broken pipe); stopped, {not_done} '
-                                   'input(s) not processed.')
+                    progress.write(f'{PROG}: stdout was closed (broken pipe); stopped, {not_done} '
+                                   'input(s) not processed (their results had nowhere to go; not a failure).')
                     break
             except (ImageReadError, OSError, ValueError, cv2.error) as e:
                 failed += 1
@@ -692,7 +694,7 @@ def cmd_predict(args) -> int:
     if failed:
         _err(f'{failed} input(s) failed (see the messages above).')
         return EXIT_FAILED
-    return EXIT_FAILED if not_done else EXIT_OK
+    return EXIT_OK  # inputs left undone only because the reader closed stdout (`| head`) are no failure
 
 
 # ============================================================================== video
@@ -746,6 +748,10 @@ def cmd_video(args) -> int:
         except TypeError:
             pass
     wrote = f'{args.out}' + (f' and {args.jsonl}' if args.jsonl else '')
+    if summary is not None and summary.get('interrupted') and _SIGTERM_SEEN:  # a camera run too
+        _err(f'terminated (SIGTERM) after {summary.get("frames")} frames: {wrote} hold(s) the frames processed '
+             'so far.')
+        return 143
     if summary is not None and summary.get('interrupted') and not isinstance(source, int):
         # Ctrl-C is how a camera run ends; a video file stopped early gives a shorter output, and says so
         _err(f'interrupted after {summary.get("frames")} frames: {wrote} hold(s) only the frames processed so far.')
@@ -1061,7 +1067,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description='Detect hands and their 21 keypoints in images; print one JSON line per image '
                                    f'and write a drawn image per input and {PREDICTIONS_FILE} to --out.')
     p.add_argument('inputs', nargs='+', metavar='INPUT',
-                   help='image files, folders (searched recursively for jpg/jpeg/png/bmp/webp) or glob patterns')
+                   help='image files, folders (searched recursively for jpg/jpeg/png/bmp/webp/tif/tiff) or glob patterns')
     _add_model(p, help_extra=default_model)
     p.add_argument('--out', default=None, metavar='DIR',
                    help=f'output folder for drawn images and {PREDICTIONS_FILE} (default: ./{DEFAULT_OUT}; with '
@@ -1214,6 +1220,8 @@ def main(argv: list[str] | None = None) -> int:
     args.verbose = bool(getattr(args, 'verbose', False))
     _quiet_modelscope(args.verbose or args.command == 'train')
     previous = None
+    global _SIGTERM_SEEN
+    _SIGTERM_SEEN = False
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
@@ -1234,7 +1242,14 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM (``kill``, ``timeout``, a cancelled job), raised like Ctrl-C so that the same cleanup runs."""
 
 
+#: set by the SIGTERM handler: code that catches the interrupt itself (process_video keeps the frames done)
+#: reports a termination, not a Ctrl-C
+_SIGTERM_SEEN = False
+
+
 def _on_sigterm(signum, frame):  # pragma: no cover - exercised in a subprocess
+    global _SIGTERM_SEEN
+    _SIGTERM_SEEN = True
     raise _Terminated()
 
 

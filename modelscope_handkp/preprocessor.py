@@ -93,10 +93,29 @@ def _jpeg_truncated(data: bytes) -> bool:
     return True  # the headers end before any scan
 
 
+_JPEG_SOF = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
+
+
 def _header_size(data: bytes):
-    """(w, h) from a PNG/JPEG header without decoding, or None."""
+    """(w, h) from a PNG/JPEG header without decoding, or None (the size limits are then checked after
+    decoding; this check spares decoding a huge image only to refuse it)."""
     if data.startswith(b'\x89PNG\r\n\x1a\n') and len(data) >= 24:
         return int.from_bytes(data[16:20], 'big'), int.from_bytes(data[20:24], 'big')
+    if data.startswith(b'\xff\xd8'):  # walk the marker segments to the first start-of-frame
+        i, n = 2, len(data)
+        while i + 9 <= n and data[i] == 0xFF:
+            marker = data[i + 1]
+            if marker == 0xFF:
+                i += 1
+                continue
+            if marker in _JPEG_SOF:
+                return int.from_bytes(data[i + 7:i + 9], 'big'), int.from_bytes(data[i + 5:i + 7], 'big')
+            if marker in (0xDA, 0xD9):
+                return None
+            if 0xD0 <= marker <= 0xD7 or marker == 0x01:
+                i += 2
+                continue
+            i += 2 + int.from_bytes(data[i + 2:i + 4], 'big')
     return None
 
 
@@ -115,6 +134,10 @@ def decode_image_bytes(data: bytes, what: str, given_as_bytes: bool = False) -> 
     try:
         img = cv2.imdecode(buf, cv2.IMREAD_COLOR)  # EXIF orientation, gray -> BGR, alpha dropped, 16 -> 8 bit
     except cv2.error as e:
+        if 'CV_IO_MAX_IMAGE_PIXELS' in str(e):
+            raise ImageReadError(f'{what} is larger than OpenCV decodes (CV_IO_MAX_IMAGE_PIXELS, about 1 gigapixel) '
+                                 f'and than the {MAX_PIXELS / 1e6:.0f} MP this pipeline accepts (memory); downscale '
+                                 'it first.') from e
         raise ImageReadError(f'{what} cannot be decoded by OpenCV ({str(e).strip().splitlines()[-1]}); '
                              'pass a JPEG/PNG/BMP/TIFF/WebP image.') from e
     if img is None:
@@ -142,6 +165,9 @@ def read_image_file(path) -> np.ndarray:
             raise ImageReadError(f'cannot download image {spath}: {e}; check the URL or pass a local file.') from e
         return decode_image_bytes(data, f'image {spath}')
     if not os.path.exists(spath):
+        if os.path.islink(spath):
+            raise FileNotFoundError(f'image file {spath!r} is a broken symbolic link (to {os.readlink(spath)!r}, '
+                                    'which does not exist); fix or remove the link.')
         raise FileNotFoundError(f'image file {spath!r} does not exist; pass the path of an existing image file, a '
                                 'PIL.Image or a numpy array.')
     if os.path.isdir(spath):

@@ -212,6 +212,25 @@ def test_too_many_pixels_is_refused_before_decoding(tiny, tmp_path, monkeypatch)
         tiny(str(tmp_path / 'big.png'))
 
 
+def test_too_many_pixels_in_a_jpeg_header_is_refused_before_decoding(tiny, tmp_path, monkeypatch):
+    """A JPEG whose header claims 60000 x 60000 got OpenCV's CV_IO_MAX_IMAGE_PIXELS assertion and the advice
+    to pass a JPEG; its size is read from the start-of-frame segment now (after an EXIF/APP segment too)."""
+    import modelscope_handkp.preprocessor as pre
+    ok, enc = cv2.imencode('.jpg', np.full((40, 50, 3), 128, np.uint8))
+    data = bytearray(enc.tobytes())
+    data[2:2] = b'\xff\xe1\x00\x08Exif\x00\x00'  # an APP1 segment before the frame header
+    sof = next(i for i in range(2, len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xC0)
+    assert pre._header_size(bytes(data)) == (50, 40)
+    data[sof + 5:sof + 9] = (60000).to_bytes(2, 'big') * 2
+    bomb = tmp_path / 'bomb.jpg'
+    bomb.write_bytes(bytes(data))
+    with pytest.raises(ImageReadError, match='60000x60000 = 3600 megapixels, more than the 268 MP'):
+        tiny(str(bomb))
+    monkeypatch.setattr(pre, '_header_size', lambda data: None)  # past the header check: OpenCV's own limit
+    with pytest.raises(ImageReadError, match='larger than OpenCV decodes .* downscale it first'):
+        tiny(str(bomb))
+
+
 def test_side_too_long_for_opencv_is_refused(tiny):
     with pytest.raises(ImageReadError, match=r'33000x2: a side longer than 32766 pixels.*downscale'):
         tiny(np.zeros((2, 33000, 3), np.uint8))
@@ -411,3 +430,10 @@ def test_encoded_image_bytes_of_any_buffer_type(tiny, photo):
         np.testing.assert_array_equal(tiny(buf)[OutputKeys.KEYPOINTS], ref)
     with pytest.raises(TypeError, match='encoded image bytes'):
         tiny(12345)
+
+
+def test_broken_symlink_says_so(tiny, tmp_path):
+    link = tmp_path / 'hand.jpg'
+    link.symlink_to(tmp_path / 'gone.jpg')
+    with pytest.raises(FileNotFoundError, match="broken symbolic link .*gone.jpg"):
+        tiny(str(link))

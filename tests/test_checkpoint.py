@@ -115,3 +115,21 @@ def test_numpy_values_saved_by_numpy_1_load_under_numpy_2_and_back(tmp_path, wei
                     dst.writestr(info.filename, data.replace(have[0], name) if info.filename == pkl else data)
             sd = read_state_dict(out)
             assert sorted(sd) == sorted(weights) and all(torch.equal(sd[k], weights[k]) for k in weights), out.name
+
+
+def test_files_that_are_not_checkpoints_say_what_they_are(tmp_path):
+    """A text file gave the bare message '101' (torch.load's KeyError); a Git LFS pointer or a saved error
+    page got advice about weights_only=False, which would not help and is unsafe."""
+    text = tmp_path / 'text.pt'
+    text.write_text('hello\n')
+    with pytest.raises(CheckpointError, match='cannot be read .*not a PyTorch file'):
+        read_state_dict(text)
+    lfs = tmp_path / 'lfs.pt'
+    lfs.write_text('version https://git-lfs.github.com/spec/v1\noid sha256:' + '0' * 64 + '\nsize 5527793\n')
+    with pytest.raises(CheckpointError, match='Git LFS pointer.*git lfs pull') as err:
+        read_state_dict(lfs)
+    assert 'weights_only' not in str(err.value)
+    html = tmp_path / 'page.pt'
+    html.write_text('\n<!DOCTYPE html><html><body>404</body></html>')
+    with pytest.raises(CheckpointError, match='HTML.*download the file again'):
+        read_state_dict(html)

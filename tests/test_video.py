@@ -258,6 +258,44 @@ def test_cli_video_file_stopped_early_exits_130(tmp_path, capsys, monkeypatch):
     assert len(read_video(tmp_path / 'o.avi')[0]) == 2
 
 
+@pytest.mark.parametrize('camera', [False, True])
+def test_cli_video_terminated_exits_143_and_keeps_the_frames(tmp_path, capsys, monkeypatch, camera):
+    """SIGTERM during a video (file or camera) exited 130 (file) or 0 (camera): process_video catches the
+    interrupt to keep the frames done, so the CLI now asks its SIGTERM handler whether it was one."""
+    from test_cli import tiny_model_dir
+    model = tiny_model_dir(tmp_path / 'model')
+    src = write_video(tmp_path / 'in.avi', n=6)
+    orig = cli.build_pipeline
+    calls = []
+
+    def terminated_at_third(*a, **k):
+        real = orig(*a, **k)
+
+        def predict(frame, **kw):
+            calls.append(1)
+            if len(calls) == 3:
+                cli._on_sigterm(15, None)  # what the signal does
+            return real(frame, **kw)
+        return predict
+
+    monkeypatch.setattr(cli, 'build_pipeline', terminated_at_third)
+    if camera:  # the camera index reads the same file
+        monkeypatch.setattr(cli, '_video_source', lambda text: 0)
+        real_capture = cv2.VideoCapture
+        monkeypatch.setattr(cv2, 'VideoCapture', lambda s, *a: real_capture(str(src)) if s == 0 else
+                            real_capture(s, *a))
+    code = cli.main(['video', str(src), '--out', str(tmp_path / 'o.avi'), '--model', model, '--detector',
+                     'whole-image', '--no-flip', '--no-progress'])
+    err = capsys.readouterr().err
+    assert code == 143 and 'terminated (SIGTERM) after 2 frames' in err, err
+    assert len(read_video(tmp_path / 'o.avi')[0]) == 2
+    # the next in-process run starts with a clean flag
+    monkeypatch.setattr(cli, 'build_pipeline', orig)
+    code = cli.main(['video', str(src), '--out', str(tmp_path / 'o2.avi'), '--model', model, '--detector',
+                     'whole-image', '--no-flip', '--no-progress', '--max-frames', '2'])
+    assert code == 0
+
+
 def test_cli_video_matches_pipeline_per_frame(tmp_path, capsys):
     from test_cli import hand_pipeline, tiny_model_dir
     model = tiny_model_dir(tmp_path / 'model')
