@@ -109,7 +109,8 @@ def _header_size(data: bytes):
                 i += 1
                 continue
             if marker in _JPEG_SOF:
-                return int.from_bytes(data[i + 7:i + 9], 'big'), int.from_bytes(data[i + 5:i + 7], 'big')
+                w, h = int.from_bytes(data[i + 7:i + 9], 'big'), int.from_bytes(data[i + 5:i + 7], 'big')
+                return (w, h) if w and h else None  # height 0: given later by a DNL marker
             if marker in (0xDA, 0xD9):
                 return None
             if 0xD0 <= marker <= 0xD7 or marker == 0x01:
