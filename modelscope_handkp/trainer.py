@@ -25,6 +25,7 @@ this plugin's format and loads with ``pipeline(Tasks.hand_2d_keypoints, model=..
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import inspect
@@ -202,11 +203,41 @@ _MODEL_DIR_FILES = ('configuration.json', 'pytorch_model.pt', 'detection')
 TRAINED_BY = 'modelscope_handkp easycv trainer'
 
 
+def _own_file(path: str) -> bool:
+    """Whether a work_dir file with one of this trainer's names (``latest.pth``, ``best.json``,
+    ``train_log.jsonl``) holds what this trainer writes there -- a name alone proves nothing."""
+    name = os.path.basename(path)
+    try:
+        if os.path.getsize(path) == 0:  # e.g. the log of a run killed at once: nothing to lose
+            return True
+        if name == LATEST_CHECKPOINT:
+            state = torch.load(path, map_location='cpu', weights_only=True)
+            return isinstance(state, dict) and state.get('format') == STATE_FORMAT
+        with open(path, encoding='utf-8') as f:
+            if name == BEST_INFO:
+                best = json.load(f)
+                return isinstance(best, dict) and {'metric', 'rule', 'value'} <= set(best)
+            if name == TRAIN_LOG:  # JSON records with a 'mode'; the last line may be cut off (killed run)
+                lines = [line for line in f if line.strip()]
+                records = [json.loads(line) for line in lines[:-1]]
+                if lines:
+                    with contextlib.suppress(json.JSONDecodeError):
+                        records.append(json.loads(lines[-1]))
+                return bool(records) and all(isinstance(r, dict) and 'mode' in r for r in records)
+    except Exception:  # noqa: BLE001 - unreadable or another format: not this trainer's
+        return False
+    return False
+
+
 def _foreign_entries(path: str) -> list[str]:
-    """Entries of a work_dir model folder (``output/``, ``output_best/``) that a previous run of this
-    trainer did not write (empty for plain files, which have this trainer's own names)."""
+    """What in a work_dir artefact a previous run of this trainer did not write: for the model folders
+    (``output/``, ``output_best/``) their foreign entries; for a file, the file itself unless it holds
+    this trainer's content (see :func:`_own_file`)."""
     if not os.path.isdir(path):
-        return []
+        name = os.path.basename(path)
+        if name in (OUTPUT_DIR, BEST_OUTPUT_DIR):
+            return [f'{name} (a file, where this trainer writes a folder)']
+        return [] if _own_file(path) else [f'{name} (not written by this trainer)']
     foreign = sorted(e for e in os.listdir(path) if e not in _MODEL_DIR_FILES)
     weights = os.path.join(path, 'pytorch_model.pt')
     if not foreign and os.path.isfile(weights):

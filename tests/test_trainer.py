@@ -448,6 +448,31 @@ def test_overwrite_keeps_files_it_did_not_write(tiny_dir, train16, tmp_path):
     build(tiny_dir, wd, train16, None, {'train.max_epochs': 1}, overwrite=True).train()  # and a previous run
 
 
+def test_overwrite_keeps_work_dir_files_that_only_have_its_names(tiny_dir, train16, tmp_path):
+    """overwrite=True deleted any latest.pth / best.json / train_log.jsonl, and a plain file named output_best,
+    by name alone; the files must hold what this trainer writes there."""
+    cfg = {'train.max_epochs': 1}
+    for name, content in (('latest.pth', None), ('best.json', '{"my": "json"}'), ('train_log.jsonl', 'my log\n'),
+                          ('output_best', 'notes')):
+        wd = tmp_path / name.replace('.', '_')
+        wd.mkdir()
+        if content is None:
+            torch.save({'state_dict': {'w': torch.zeros(3)}}, wd / name)
+        else:
+            (wd / name).write_text(content)
+        before = (wd / name).read_bytes()
+        with pytest.raises(FileExistsError, match=f'would delete .*{name}.*that this trainer did not write'):
+            build(tiny_dir, wd, train16, None, cfg, overwrite=True).train()
+        assert (wd / name).read_bytes() == before, name
+    # this trainer's own files (also a log whose last line a killed run cut off) are replaced
+    wd = tmp_path / 'own'
+    build(tiny_dir, wd, train16, None, cfg).train()
+    with open(wd / 'train_log.jsonl', 'a') as f:
+        f.write('{"mode": "tra')
+    build(tiny_dir, wd, train16, None, cfg, overwrite=True).train()
+    assert torch.load(wd / 'latest.pth', weights_only=True)['epoch'] == 1
+
+
 def test_resume_without_a_checkpoint_keeps_files_it_did_not_write(tiny_dir, train16, tmp_path):
     """resume=True with no latest.pth starts from the beginning: it must not replace another model (or
     the model directory it trains from) in work_dir/output any more than a fresh run may."""
