@@ -237,6 +237,19 @@ def test_undecodable_image_names_the_file(tmp_path):
         ds[1]
 
 
+def test_truncated_jpeg_is_an_error_not_a_grey_image(tmp_path):
+    """OpenCV decodes a truncated JPEG with grey rows and a stderr warning only: evaluation scored such an
+    image silently (PCK 0.998 -> 0.971 in a review); the dataset refuses it as the pipeline does."""
+    root, ann = make_dataset(tmp_path / 'ds', n=2)
+    img = cv2.imread(str(root / 'images' / 'img_1.png'))
+    data = cv2.imencode('.jpg', img)[1].tobytes()
+    (root / 'images' / 'img_1.png').write_bytes(data[:len(data) // 3])  # the name does not matter to OpenCV
+    ds = CocoWholeBodyHandDataset(str(ann), str(root / 'images'), test_mode=True)
+    ds[0]
+    with pytest.raises(DatasetError, match=r'img_1\.png.*is a truncated JPEG.*get the complete file'):
+        ds[1]
+
+
 # ----------------------------------------------------------------------------- augmentation
 def test_random_parameters_follow_easycv():
     aug = TopDownAugmentation(flip_prob=0.5, scale_factor=0.25, rot_factor=30, rot_prob=0.6)

@@ -302,12 +302,29 @@ def load_coco_wholebody_hands(ann_file: str, img_prefix: str | None, num_joints:
 
 
 def read_image_rgb(path: str, context: str = '') -> np.ndarray:
-    """uint8 RGB [H, W, 3] (EXIF orientation applied, as OpenCV/mmcv do); clear error if unreadable."""
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    """uint8 RGB [H, W, 3] (EXIF orientation applied, as OpenCV/mmcv do); clear error if unreadable.
+
+    A truncated JPEG is an error too, as in the pipeline: OpenCV decodes one with grey rows and only a
+    warning on stderr, which would train on (or score) a damaged image without a word."""
+    from ..preprocessor import _jpeg_truncated
+    where = f'image {path!r}{" (" + context + ")" if context else ""}'
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+    except FileNotFoundError:
+        data, why = None, 'does not exist'
+    except OSError as e:
+        data, why = None, f'cannot be read ({e.strerror or e})'
+    img = None
+    if data is not None:
+        if _jpeg_truncated(data):
+            raise DatasetError(f'{where} is a truncated JPEG (its end-of-image marker is missing): the file was not '
+                               'copied or downloaded completely; get the complete file, or remove it from the '
+                               'annotation file.')
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+        why = 'cannot be decoded (corrupt or not an image?)'
     if img is None:
-        why = 'does not exist' if not os.path.exists(path) else 'cannot be decoded (corrupt or not an image?)'
-        raise DatasetError(f'image {path!r}{" (" + context + ")" if context else ""} {why}; fix or remove it '
-                           'from the annotation file.')
+        raise DatasetError(f'{where} {why}; fix or remove it from the annotation file.')
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
