@@ -13,6 +13,9 @@
   evaluation metric (``PCK``) improves.
 * ``HandTextLoggerHook`` — ModelScope's text logger plus images/s and ETA, appending every
   record (training and evaluation) as JSON lines to ``<work_dir>/train_log.jsonl``.
+* ``HandEvaluationHook`` — ModelScope's ``EvaluationHook`` that, evaluating by epoch, also evaluates
+  after the last epoch when its interval skips it (the published configuration evaluates every 10
+  epochs: a shorter run ended with no metrics and no ``output_best/``).
 
 They are registered with ModelScope (``HOOKS`` / ``LR_SCHEDULER``) by :mod:`modelscope_handkp.trainer`.
 """
@@ -28,6 +31,7 @@ from bisect import bisect_right
 
 import numpy as np
 import torch
+from modelscope.trainers.hooks.evaluation_hook import EvaluationHook
 from modelscope.trainers.hooks.hook import Hook
 from modelscope.trainers.hooks.logger.text_logger_hook import TextLoggerHook
 from modelscope.trainers.hooks.priority import Priority
@@ -317,7 +321,6 @@ class HandCheckpointHook(Hook):
 
     @staticmethod
     def _evaluated(trainer, tag) -> bool:
-        from modelscope.trainers.hooks.evaluation_hook import EvaluationHook
         return any(isinstance(h, EvaluationHook) and h.last_eval_tag == tag for h in trainer.hooks)
 
     def _keep_if_best(self, trainer, metrics, epoch: int, iters: int, where: str) -> None:
@@ -361,6 +364,18 @@ class HandCheckpointHook(Hook):
             trainer.export_model_dir(os.path.join(work_dir, OUTPUT_DIR), meta, overwrite=True)
             atomic_torch_save(trainer.training_state(), os.path.join(work_dir, LATEST_CHECKPOINT))
             trainer.logger.info(f'Saved {LATEST_CHECKPOINT} and {OUTPUT_DIR}/ at epoch {epoch} in {work_dir}')
+
+
+# ------------------------------------------------------------------------------------------- evaluation
+class HandEvaluationHook(EvaluationHook):
+    """ModelScope's ``EvaluationHook``; by epoch, the last epoch is always evaluated too."""
+
+    def _should_evaluate(self, trainer):
+        if super()._should_evaluate(trainer):
+            return True
+        strategy = getattr(self, 'eval_strategy', None)  # ModelScope < 1.10: a by_epoch flag instead
+        by_epoch = bool(getattr(self, 'by_epoch', True)) if strategy is None else str(strategy) == 'by_epoch'
+        return by_epoch and self.is_last_epoch(trainer)
 
 
 # ------------------------------------------------------------------------------------------- logging

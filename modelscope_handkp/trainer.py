@@ -71,7 +71,8 @@ STATE_FORMAT = 'modelscope_handkp.trainer_state'
 WORK_DIR_ARTEFACTS = (LATEST_CHECKPOINT, OUTPUT_DIR, BEST_OUTPUT_DIR, BEST_INFO, TRAIN_LOG)
 
 # ModelScope hooks replaced by this trainer's own (CPU-safe / atomic / JSON-lines) versions
-_HOOK_REPLACEMENTS = {'CheckpointHook': 'HandCheckpointHook', 'TextLoggerHook': 'HandTextLoggerHook'}
+_HOOK_REPLACEMENTS = {'CheckpointHook': 'HandCheckpointHook', 'TextLoggerHook': 'HandTextLoggerHook',
+                      'EvaluationHook': 'HandEvaluationHook'}
 
 
 def _plain(obj):
@@ -969,7 +970,7 @@ def _register():
                         coco_wholebody_hand.HandCocoWholeBodyDataset, coco_wholebody_hand)
         compat.register(METRICS, 'default', 'EasyCVMetric', evaluation.EasyCVMetric, evaluation)
         compat.register(HOOKS, 'default', 'AddLrLogHook', hooks.AddLrLogHook, hooks)
-    for name in ('HandCheckpointHook', 'HandTextLoggerHook'):
+    for name in ('HandCheckpointHook', 'HandTextLoggerHook', 'HandEvaluationHook'):
         compat.register(HOOKS, 'default', name, getattr(hooks, name), hooks)
     compat.register(LR_SCHEDULER, 'default', 'EasyCVLrScheduler', hooks.EasyCVLrScheduler, hooks)
 

@@ -548,6 +548,19 @@ def test_evaluation_every_n_iterations_keeps_the_best_checkpoint(tiny_dir, train
     assert md.load_model_spec(wd / 'output_best').checkpoint is not None
 
 
+def test_the_last_epoch_is_evaluated_when_the_interval_skips_it(tiny_dir, train16, val8, tmp_path):
+    """The published configuration evaluates every 10 epochs: a shorter run ended with no metrics and no
+    output_best/, so the command the README gives next (eval --model WORK_DIR/output_best) failed."""
+    wd = tmp_path / 'w'
+    t = build(tiny_dir, wd, train16, val8, {'train.max_epochs': 2,
+                                            'evaluation.period': {'by_epoch': True, 'interval': 10}})
+    t.train()
+    evals = [json.loads(line) for line in (wd / 'train_log.jsonl').read_text().splitlines() if '"eval"' in line]
+    assert [r['epoch'] for r in evals] == [2]  # epoch 1 is not on the interval; the last one is evaluated
+    assert json.loads((wd / 'best.json').read_text())['epoch'] == 2
+    assert (wd / 'output_best' / 'pytorch_model.pt').is_file()
+
+
 def test_a_trainer_that_cannot_be_built_leaves_no_work_dir(tiny_dir, train16, tmp_path):
     wd = tmp_path / 'new_run'
     with pytest.raises(ValueError, match="'AP' is not a hand keypoint metric"):
