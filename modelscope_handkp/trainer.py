@@ -690,8 +690,19 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
             raise RuntimeError(f'cannot read the training state {path!r} ({type(e).__name__}: {e}); delete it and '
                                'pass overwrite=True to start again.') from e
         if not isinstance(state, Mapping) or state.get('format') != STATE_FORMAT:
-            raise RuntimeError(f'{path!r} is not a modelscope_handkp training state.')
-        self.hand_net.load_state_dict(state['state_dict'])
+            raise RuntimeError(f'{path!r} is not a modelscope_handkp training state (another program\'s '
+                               'checkpoint?); to start from its weights pass it as checkpoint_path= / --init-from '
+                               'with a new work_dir, or move it away.')
+        own = self.hand_net.state_dict()
+        saved = state['state_dict']
+        clash = sorted(k for k in set(own) | set(saved)
+                       if k not in own or k not in saved or tuple(own[k].shape) != tuple(saved[k].shape))
+        if clash:
+            raise RuntimeError(
+                f'{path!r} holds the training state of another network than this model\'s ({len(clash)} weights '
+                f'differ in name or shape, e.g. {clash[0]}): resume with the model the run was started with '
+                '(the model= / --model given then), or train this model in a new work_dir.')
+        self.hand_net.load_state_dict(saved)
         self.optimizer.load_state_dict(state['optimizer'])
         if self.lr_scheduler is not None and state.get('lr_scheduler') is not None:
             iters = getattr(self.lr_scheduler, 'iters_per_epoch', None)

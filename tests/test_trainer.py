@@ -320,6 +320,19 @@ def test_resume_with_more_epochs_takes_the_new_schedule(tiny_dir, train16, tmp_p
     assert b.lr_scheduler.get_last_lr() == [pytest.approx(5e-5)]
 
 
+def test_resume_with_another_network_says_so(tiny_dir, train16, reference_dir, tmp_path):
+    """Resuming with another --model dumped torch's list of every size mismatch (307 lines for the
+    published network); the message now says what happened and what to do, and the run is untouched."""
+    wd = tmp_path / 'w'
+    build(tiny_dir, wd, train16, None, {'train.max_epochs': 1}).train()
+    before = (wd / 'latest.pth').read_bytes()
+    wider = make_tiny_model_dir(tmp_path / 'wider', reference_dir, width=16)
+    with pytest.raises(RuntimeError, match=r'training state of another network than this model.*weights differ '
+                                           r'in name or shape.*resume with the model the run was started with'):
+        build(wider, wd, train16, None, {'train.max_epochs': 2}, resume=True).train()
+    assert (wd / 'latest.pth').read_bytes() == before
+
+
 def test_resume_with_another_batch_size_and_hook_list(tiny_dir, train16, val8, tmp_path):
     """Resuming with other iterations per epoch (batch size / number of processes) keeps the epoch-based
     schedule on the trainer's epochs, and a hook list that differs (DDP adds a hook) keeps the best state."""
