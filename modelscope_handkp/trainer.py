@@ -251,6 +251,49 @@ def _foreign_entries(path: str) -> list[str]:
     return foreign
 
 
+#: configuration sections a cfg_options key may add although the model directory's configuration lacks them
+_STANDARD_SECTIONS = frozenset(('framework', 'task', 'model', 'dataset', 'train', 'evaluation', 'preprocessor',
+                                'pipeline', 'detector', 'handkp', 'parallel'))
+
+
+def _check_cfg_options(options, sections) -> None:
+    """A ``cfg_options`` key must start with a section of the configuration (``train.max_epochs``): ModelScope
+    merges any key, so a typo (``trian.max_epochs``) was a silently ignored new section."""
+    if not options or not sections:
+        return
+    sections = set(sections) | _STANDARD_SECTIONS
+    for key in options:
+        head = str(key).split('.')[0]
+        if head not in sections:
+            raise ValueError(f'cfg_options key {key!r}: the configuration has no section {head!r} (it has '
+                             f'{", ".join(sorted(sections))}); check the spelling.')
+
+
+def _check_train_settings(cfg) -> None:
+    """The training numbers a user commonly overrides, checked with the key named (a string max_epochs
+    failed later as "'>=' not supported between 'int' and 'str'")."""
+    def get(path):
+        return cfg.safe_get(path) if hasattr(cfg, 'safe_get') else None
+
+    def integer(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    checks = (('train.max_epochs', lambda v: integer(v) and v >= 1, 'a positive integer'),
+              ('train.dataloader.batch_size_per_gpu', lambda v: integer(v) and v >= 1, 'a positive integer'),
+              ('train.dataloader.workers_per_gpu', lambda v: integer(v) and v >= 0, 'an integer >= 0'),
+              ('evaluation.dataloader.batch_size_per_gpu', lambda v: integer(v) and v >= 1, 'a positive integer'),
+              ('train.optimizer', lambda v: isinstance(v, Mapping), 'a section like {"type": "Adam", "lr": 0.0005}'),
+              ('train.optimizer.lr', lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0,
+               'a number >= 0'),
+              ('train.lr_scheduler.step', lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) or (
+                  isinstance(v, Sequence) and not isinstance(v, str) and all(integer(e) for e in v)
+                  and list(v) == sorted(v)), 'an epoch or an increasing list of epochs like [170, 200]'))
+    for path, ok, want in checks:
+        value = get(path)
+        if value is not None and not ok(value):
+            raise ValueError(f'{path} must be {want}, got {value!r}.')
+
+
 def _hook_keys(hooks):
     """(key, hook) pairs: the key is the hook's class name and its occurrence among hooks of that class
     (``HandCheckpointHook#0``), so a state survives a hook list that differs (another number of
@@ -328,12 +371,19 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
         created = wd is not None and not os.path.exists(wd)
         try:
             super().__init__(model, cfg_file, *args, **kwargs)
+            _check_cfg_options(kwargs.get('cfg_options'), getattr(self, '_handkp_sections', None))
+            _check_train_settings(self.cfg)
         except BaseException:
             if created:
                 _remove_if_only_logs(wd)
             raise
         self.work_dir = os.path.abspath(self.work_dir)
         self._handkp_created_work_dir = created and self.work_dir == wd
+
+    def rebuild_config(self, cfg):
+        cfg = super().rebuild_config(cfg)
+        self._handkp_sections = set(cfg.keys())  # before cfg_options are merged: what a key may name
+        return cfg
 
     # ------------------------------------------------------------------ model
     def get_or_download_model_dir(self, model, model_revision=None, third_party=None):

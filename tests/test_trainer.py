@@ -574,6 +574,22 @@ def test_the_last_epoch_is_evaluated_when_the_interval_skips_it(tiny_dir, train1
     assert (wd / 'output_best' / 'pytorch_model.pt').is_file()
 
 
+@pytest.mark.parametrize('key, value, message', [
+    ('trian.max_epochs', 3, r"cfg_options key 'trian.max_epochs': the configuration has no section 'trian'"),
+    ('train.max_epochs', 'abc', r"train.max_epochs must be a positive integer, got 'abc'"),
+    ('train.optimizer', 0.1, r'train.optimizer must be a section like'),
+    ('train.lr_scheduler.step', [5, 2], r'train.lr_scheduler.step must be an epoch or an increasing list'),
+    ('train.dataloader.batch_size_per_gpu', 0, r'batch_size_per_gpu must be a positive integer, got 0'),
+])
+def test_bad_cfg_options_are_refused_with_the_key_named(tiny_dir, train16, tmp_path, key, value, message):
+    """A misspelt section was merged as a new one and ignored; wrong types failed later with messages that
+    named no key (TypeError: '>=' not supported ..., AttributeError: 'float' object has no attribute 'pop')."""
+    wd = tmp_path / 'w'
+    with pytest.raises(ValueError, match=message):
+        build(tiny_dir, wd, train16, None, {key: value})
+    assert not wd.exists()
+
+
 def test_a_trainer_that_cannot_be_built_leaves_no_work_dir(tiny_dir, train16, tmp_path):
     wd = tmp_path / 'new_run'
     with pytest.raises(ValueError, match="'AP' is not a hand keypoint metric"):
