@@ -907,6 +907,12 @@ def cmd_train(args) -> int:
     else:
         val_ds = None
     work_dir = os.path.abspath(args.work_dir)
+    existing = missing_folders(work_dir)[1]  # the work_dir, or the folder it will be created in
+    if os.path.isdir(existing):
+        try:
+            check_writable_folder(existing, f'--work-dir {args.work_dir}')  # before the (slow) trainer build
+        except PermissionError as e:
+            raise CLIError(str(e)) from e
     trainer = _build_trainer(dict(model=model_dir, train_dataset=train_ds, eval_dataset=val_ds, work_dir=work_dir,
                                   resume=args.resume, overwrite=args.overwrite, device=args.device,
                                   skip_invalid=args.skip_invalid, cfg_options=opts))

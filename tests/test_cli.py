@@ -1073,3 +1073,24 @@ def test_folders_and_globs_take_tiff_files(tmp_path):
     assert errors == [] and sorted(im.rel for im in images) == ['a.tif', 'b.TIFF', 'c.jpg']
     images, errors = cli.collect_inputs([str(tmp_path / '*.tif')])
     assert errors == [] and [im.rel for im in images] == ['a.tif']
+
+
+def test_train_names_an_unwritable_work_dir_before_building(tmp_path, capsys, monkeypatch):
+    """A read-only work dir ended in a raw OSError from deep inside ModelScope's trainer."""
+    import tempfile
+    real = tempfile.mkstemp
+    ro = tmp_path / 'ro'
+    ro.mkdir()
+
+    def mkstemp(*a, dir=None, **k):  # a read-only mount, also for root
+        if dir is not None and os.path.realpath(dir) == os.path.realpath(ro):
+            raise OSError(30, 'Read-only file system')
+        return real(*a, dir=dir, **k)
+
+    monkeypatch.setattr(tempfile, 'mkstemp', mkstemp)
+    built = []
+    monkeypatch.setattr(cli, '_build_trainer', lambda kw: built.append(kw))
+    for wd in (ro, ro / 'new' / 'run'):
+        code, _, err = run(['train', '--data', tmp_path, '--work-dir', wd], capsys)
+        assert code == 1 and 'is not writable (Read-only file system)' in err and '--work-dir' in err, err
+    assert built == [] and sorted(os.listdir(ro)) == []
