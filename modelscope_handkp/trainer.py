@@ -693,6 +693,12 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
                         'work_dir.')
         if found and not (resume or overwrite):
             names = ', '.join(os.path.basename(p) for p in found)
+            foreign = [f'{os.path.basename(p)}: {", ".join(_foreign_entries(p))}' for p in found
+                       if _foreign_entries(p)]
+            if foreign and len(foreign) == len(found):  # no run of this trainer: --overwrite would be refused
+                raise FileExistsError(
+                    f'work_dir {self.work_dir!r} holds files with the names this trainer writes, but not written '
+                    f'by it ({"; ".join(foreign)}); choose another work_dir, or move them elsewhere.')
             raise FileExistsError(
                 f'work_dir {self.work_dir!r} already holds a training run ({names}). Pass resume=True (CLI: '
                 '--resume) to continue it, overwrite=True (--overwrite) to replace it, or choose another work_dir.')

@@ -477,6 +477,10 @@ def test_overwrite_keeps_work_dir_files_that_only_have_its_names(tiny_dir, train
         with pytest.raises(FileExistsError, match=f'would delete .*{name}.*that this trainer did not write'):
             build(tiny_dir, wd, train16, None, cfg, overwrite=True).train()
         assert (wd / name).read_bytes() == before, name
+    # without overwrite the message says at once that these are not a run of this trainer
+    with pytest.raises(FileExistsError, match=r'holds files with the names this trainer writes, but not written by '
+                                              r'it \(output_best: output_best \(a file'):
+        build(tiny_dir, tmp_path / 'output_best', train16, None, cfg).train()
     # this trainer's own files (also a log whose last line a killed run cut off) are replaced
     wd = tmp_path / 'own'
     build(tiny_dir, wd, train16, None, cfg).train()
