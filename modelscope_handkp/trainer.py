@@ -693,8 +693,8 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
                         'work_dir.')
         if found and not (resume or overwrite):
             names = ', '.join(os.path.basename(p) for p in found)
-            foreign = [f'{os.path.basename(p)}: {", ".join(_foreign_entries(p))}' for p in found
-                       if _foreign_entries(p)]
+            entries = {os.path.basename(p): _foreign_entries(p) for p in found}
+            foreign = [f'{name}: {", ".join(e)}' for name, e in entries.items() if e]
             if foreign and len(foreign) == len(found):  # no run of this trainer: --overwrite would be refused
                 raise FileExistsError(
                     f'work_dir {self.work_dir!r} holds files with the names this trainer writes, but not written '
