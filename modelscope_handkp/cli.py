@@ -922,9 +922,26 @@ def cmd_train(args) -> int:
     if os.path.isdir(os.path.join(work_dir, BEST_OUTPUT_DIR)):
         out['best_model_dir'] = os.path.join(work_dir, BEST_OUTPUT_DIR)
     out['epochs'] = int(getattr(trainer, 'epoch', 0))  # epochs completed
-    out['metrics'] = dict(getattr(trainer, 'metric_values', None) or {})
+    out['metrics'] = dict(getattr(trainer, 'metric_values', None) or {}) or _last_logged_metrics(work_dir)
     _print_result(out)
     return EXIT_OK
+
+
+def _last_logged_metrics(work_dir: str) -> dict:
+    """The metrics of the last evaluation in ``work_dir/train_log.jsonl`` (a --resume of a finished run
+    evaluates nothing; its result then reports the run's last metrics), {} when there are none."""
+    from .hooks import TRAIN_LOG
+    last = {}
+    with contextlib.suppress(OSError):
+        with open(os.path.join(work_dir, TRAIN_LOG), encoding='utf-8') as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(record, dict) and record.get('mode') == 'eval':
+                    last = {k.split('/', 1)[1]: v for k, v in record.items() if k.startswith('evaluation/')}
+    return last
 
 
 def cmd_eval(args) -> int:
