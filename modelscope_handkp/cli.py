@@ -310,8 +310,8 @@ def collect_inputs(items: list[str], exclude_dir: str | None = None) -> tuple[li
                     hits += 1
                     add(m, os.path.basename(m))
             if not hits:
-                why = (f'; {skipped} match(es) skipped: inside the output folder {exclude_dir}, where drawings are written'
-                       if skipped else '')
+                why = (f'; {skipped} match(es) skipped: inside the output folder {exclude_dir}, where drawings are '
+                       'written' if skipped else '')
                 errors.append(f'{item}: the pattern matches no image files ({", ".join(IMAGE_EXTENSIONS)}){why}.')
         else:
             errors.append(f'{item}: no such file or folder.')
@@ -909,10 +909,7 @@ def cmd_train(args) -> int:
     work_dir = os.path.abspath(args.work_dir)
     existing = missing_folders(work_dir)[1]  # the work_dir, or the folder it will be created in
     if os.path.isdir(existing):
-        try:
-            check_writable_folder(existing, f'--work-dir {args.work_dir}')  # before the (slow) trainer build
-        except PermissionError as e:
-            raise CLIError(str(e)) from e
+        check_writable_folder(existing, f'--work-dir {args.work_dir}')  # before the (slow) trainer build
     trainer = _build_trainer(dict(model=model_dir, train_dataset=train_ds, eval_dataset=val_ds, work_dir=work_dir,
                                   resume=args.resume, overwrite=args.overwrite, device=args.device,
                                   skip_invalid=args.skip_invalid, cfg_options=opts))
@@ -930,18 +927,13 @@ def cmd_train(args) -> int:
 def _last_logged_metrics(work_dir: str) -> dict:
     """The metrics of the last evaluation in ``work_dir/train_log.jsonl`` (a --resume of a finished run
     evaluates nothing; its result then reports the run's last metrics), {} when there are none."""
-    from .hooks import TRAIN_LOG
-    last = {}
-    with contextlib.suppress(OSError):
-        with open(os.path.join(work_dir, TRAIN_LOG), encoding='utf-8') as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(record, dict) and record.get('mode') == 'eval':
-                    last = {k.split('/', 1)[1]: v for k, v in record.items() if k.startswith('evaluation/')}
-    return last
+    from .hooks import TRAIN_LOG, read_train_log
+    try:
+        records = read_train_log(os.path.join(work_dir, TRAIN_LOG))
+    except (OSError, ValueError):
+        return {}
+    evals = [r for r in records if isinstance(r, dict) and r.get('mode') == 'eval']
+    return {k.split('/', 1)[1]: v for k, v in evals[-1].items() if k.startswith('evaluation/')} if evals else {}
 
 
 def cmd_eval(args) -> int:
@@ -1090,7 +1082,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description='Detect hands and their 21 keypoints in images; print one JSON line per image '
                                    f'and write a drawn image per input and {PREDICTIONS_FILE} to --out.')
     p.add_argument('inputs', nargs='+', metavar='INPUT',
-                   help='image files, folders (searched recursively for jpg/jpeg/png/bmp/webp/tif/tiff) or glob patterns')
+                   help='image files, folders (searched recursively for jpg/jpeg/png/bmp/webp/tif/tiff) or glob '
+                   'patterns')
     _add_model(p, help_extra=default_model)
     p.add_argument('--out', default=None, metavar='DIR',
                    help=f'output folder for drawn images and {PREDICTIONS_FILE} (default: ./{DEFAULT_OUT}; with '

@@ -21,6 +21,7 @@ They are registered with ModelScope (``HOOKS`` / ``LR_SCHEDULER``) by :mod:`mode
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
@@ -49,6 +50,18 @@ TRAIN_LOG = 'train_log.jsonl'
 OUTPUT_DIR = 'output'
 BEST_OUTPUT_DIR = 'output_best'
 BEST_INFO = 'best.json'
+
+
+def read_train_log(path) -> list:
+    """The records of a ``train_log.jsonl``. A last line cut off (a run killed while writing it, or a log
+    being written now) is left out; any other line that is not JSON raises ``json.JSONDecodeError``."""
+    with open(path, encoding='utf-8') as f:
+        lines = [line for line in f if line.strip()]
+    records = [json.loads(line) for line in lines[:-1]]
+    if lines:
+        with contextlib.suppress(json.JSONDecodeError):
+            records.append(json.loads(lines[-1]))
+    return records
 
 POLICIES = ('step', 'fixed', 'exp', 'poly', 'cosine', 'cosineannealing')
 WARMUPS = (None, 'constant', 'linear', 'exp')

@@ -64,32 +64,42 @@ def _check_size(h: int, w: int, what: str) -> None:
                              'warps (the hand crops) cannot read; downscale it, or cut it into tiles first.')
 
 
-def _jpeg_truncated(data: bytes) -> bool:
-    """A JPEG with no end-of-image marker after its first scan.
-
-    The marker segments before the first start-of-scan are walked by their lengths (so an EXIF thumbnail,
-    itself a complete JPEG inside APP1, is skipped); after it, entropy-coded data cannot contain ``FF D9``
-    (byte stuffing), so the first one is the image's end. Bytes after the end (the video of a "motion
-    photo") do not matter.
-    """
-    if not data.startswith(b'\xff\xd8'):
-        return False
+def _jpeg_markers(data: bytes):
+    """(marker, offset) of a JPEG's marker segments up to and including the first start-of-scan (``DA``)
+    or end-of-image (``D9``), walked by their lengths (so an EXIF thumbnail, itself a complete JPEG
+    inside APP1, is skipped); ``(None, offset)`` where a marker must be and none is. Ends silently where
+    the data end. ``data`` must start with the start-of-image marker."""
     i, n = 2, len(data)
     while i + 4 <= n:
         if data[i] != 0xFF:
-            return False  # not a marker where one must be: leave the verdict to the decoder
+            yield None, i
+            return
         marker = data[i + 1]
         if marker == 0xFF:  # fill byte
             i += 1
             continue
-        if marker == 0xDA:
-            return data.find(b'\xff\xd9', i) < 0
-        if marker == 0xD9:
-            return False
+        yield marker, i
+        if marker in (0xDA, 0xD9):
+            return
         if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
             i += 2
             continue
         i += 2 + int.from_bytes(data[i + 2:i + 4], 'big')
+
+
+def _jpeg_truncated(data: bytes) -> bool:
+    """A JPEG with no end-of-image marker after its first scan.
+
+    After the first start-of-scan, entropy-coded data cannot contain ``FF D9`` (byte stuffing), so the
+    first one is the image's end. Bytes after the end (the video of a "motion photo") do not matter.
+    """
+    if not data.startswith(b'\xff\xd8'):
+        return False
+    for marker, i in _jpeg_markers(data):
+        if marker is None or marker == 0xD9:
+            return False  # no marker where one must be: leave the verdict to the decoder
+        if marker == 0xDA:
+            return data.find(b'\xff\xd9', i) < 0
     return True  # the headers end before any scan
 
 
@@ -101,22 +111,11 @@ def _header_size(data: bytes):
     decoding; this check spares decoding a huge image only to refuse it)."""
     if data.startswith(b'\x89PNG\r\n\x1a\n') and len(data) >= 24:
         return int.from_bytes(data[16:20], 'big'), int.from_bytes(data[20:24], 'big')
-    if data.startswith(b'\xff\xd8'):  # walk the marker segments to the first start-of-frame
-        i, n = 2, len(data)
-        while i + 9 <= n and data[i] == 0xFF:
-            marker = data[i + 1]
-            if marker == 0xFF:
-                i += 1
-                continue
-            if marker in _JPEG_SOF:
+    if data.startswith(b'\xff\xd8'):
+        for marker, i in _jpeg_markers(data):
+            if marker in _JPEG_SOF and i + 9 <= len(data):  # FF Cx, length, precision, height, width
                 w, h = int.from_bytes(data[i + 7:i + 9], 'big'), int.from_bytes(data[i + 5:i + 7], 'big')
                 return (w, h) if w and h else None  # height 0: given later by a DNL marker
-            if marker in (0xDA, 0xD9):
-                return None
-            if 0xD0 <= marker <= 0xD7 or marker == 0x01:
-                i += 2
-                continue
-            i += 2 + int.from_bytes(data[i + 2:i + 4], 'big')
     return None
 
 

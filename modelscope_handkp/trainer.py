@@ -25,7 +25,6 @@ this plugin's format and loads with ``pipeline(Tasks.hand_2d_keypoints, model=..
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import importlib.util
 import inspect
@@ -60,7 +59,8 @@ from .codec import decode_heatmaps
 from .datasets.coco_wholebody_hand import (CocoWholeBodyHandDataset, DatasetError, resolve_split_folder,
                                            substitute_data_root)
 from .hooks import (BEST_INFO, BEST_OUTPUT_DIR, LATEST_CHECKPOINT, OUTPUT_DIR, TRAIN_LOG, EasyCVLrScheduler,
-                    atomic_torch_save, atomic_write_text, capture_rng_state, easycv_lr_config, restore_rng_state)
+                    atomic_torch_save, atomic_write_text, capture_rng_state, easycv_lr_config, read_train_log,
+                    restore_rng_state)
 from .models.topdown import TopDownHandModel
 
 logger = get_logger()
@@ -214,17 +214,13 @@ def _own_file(path: str) -> bool:
         if name == LATEST_CHECKPOINT:
             state = torch.load(path, map_location='cpu', weights_only=True)
             return isinstance(state, dict) and state.get('format') == STATE_FORMAT
-        with open(path, encoding='utf-8') as f:
-            if name == BEST_INFO:
+        if name == BEST_INFO:
+            with open(path, encoding='utf-8') as f:
                 best = json.load(f)
-                return isinstance(best, dict) and {'metric', 'rule', 'value'} <= set(best)
-            if name == TRAIN_LOG:  # JSON records with a 'mode'; the last line may be cut off (killed run)
-                lines = [line for line in f if line.strip()]
-                records = [json.loads(line) for line in lines[:-1]]
-                if lines:
-                    with contextlib.suppress(json.JSONDecodeError):
-                        records.append(json.loads(lines[-1]))
-                return bool(records) and all(isinstance(r, dict) and 'mode' in r for r in records)
+            return isinstance(best, dict) and {'metric', 'rule', 'value'} <= set(best)
+        if name == TRAIN_LOG:  # JSON records with a 'mode' (the last line may be cut off: a killed run)
+            records = read_train_log(path)
+            return bool(records) and all(isinstance(r, dict) and 'mode' in r for r in records)
     except Exception:  # noqa: BLE001 - unreadable or another format: not this trainer's
         return False
     return False
@@ -272,9 +268,6 @@ def _check_cfg_options(options, sections) -> None:
 def _check_train_settings(cfg) -> None:
     """The training numbers a user commonly overrides, checked with the key named (a string max_epochs
     failed later as "'>=' not supported between 'int' and 'str'")."""
-    def get(path):
-        return cfg.safe_get(path) if hasattr(cfg, 'safe_get') else None
-
     def integer(v):
         return isinstance(v, int) and not isinstance(v, bool)
 
@@ -289,7 +282,7 @@ def _check_train_settings(cfg) -> None:
                   isinstance(v, Sequence) and not isinstance(v, str) and all(integer(e) for e in v)
                   and list(v) == sorted(v)), 'an epoch or an increasing list of epochs like [170, 200]'))
     for path, ok, want in checks:
-        value = get(path)
+        value = cfg.safe_get(path)
         if value is not None and not ok(value):
             raise ValueError(f'{path} must be {want}, got {value!r}.')
 

@@ -18,20 +18,20 @@ directories must not exist.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
 
 
 def _evaluations(work_dir: str) -> list:
+    from modelscope_handkp.hooks import TRAIN_LOG, read_train_log
     try:
-        with open(os.path.join(work_dir, 'train_log.jsonl')) as f:
-            return [r for r in map(json.loads, f) if r.get('mode') == 'eval']
-    except (FileNotFoundError, json.JSONDecodeError):
+        return [r for r in read_train_log(os.path.join(work_dir, TRAIN_LOG)) if r.get('mode') == 'eval']
+    except (OSError, ValueError):  # not written yet
         return []
 
 
@@ -47,9 +47,9 @@ def train(options: list, work_dir: str, epochs: int, log_path: str, stop_at: flo
             ev = _evaluations(work_dir)
             for r in ev[len(stamps):]:
                 stamps.append(time.time())
+                pck, auc, epe = (r.get(f'evaluation/{k}', float('nan')) for k in ('PCK', 'AUC', 'EPE'))
                 print(f"[{stamps[-1] - t0:7.1f} s] {os.path.basename(work_dir)} epoch {r.get('epoch')}: "
-                      f"PCK {r.get('evaluation/PCK', float('nan')):.4f}  AUC {r.get('evaluation/AUC', float('nan')):.4f}"
-                      f"  EPE {r.get('evaluation/EPE', float('nan')):.2f} px", flush=True)
+                      f'PCK {pck:.4f}  AUC {auc:.4f}  EPE {epe:.2f} px', flush=True)
             if time.time() > stop_at:
                 proc.terminate()
                 try:
@@ -65,7 +65,8 @@ def train(options: list, work_dir: str, epochs: int, log_path: str, stop_at: flo
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                 usage='%(prog)s --budget SECONDS --work-dir DIR [--max-epochs N] -- TRAIN_SMALL_OPTIONS')
+                                 usage='%(prog)s --budget SECONDS --work-dir DIR [--max-epochs N] -- '
+                                 'TRAIN_SMALL_OPTIONS')
     ap.add_argument('--budget', type=float, required=True, help='seconds from now until the run must be finished')
     ap.add_argument('--work-dir', required=True, help='work directory of the real run (must not exist)')
     ap.add_argument('--max-epochs', type=int, default=210)
@@ -94,9 +95,9 @@ def main(argv=None):
     per_epoch = (stamps[2] - stamps[0]) / 2
     left = t0 + args.budget - time.time() - args.startup
     epochs = min(args.max_epochs, int(left // per_epoch))
-    print(f'{per_epoch:.2f} s per epoch, {left:.0f} s left: {epochs} epochs', flush=True)
     if epochs < 1:
-        raise SystemExit('no epoch fits the budget left; pass a larger --budget.')
+        raise SystemExit(f'{per_epoch:.2f} s per epoch: no epoch fits the budget left; pass a larger --budget.')
+    print(f'{per_epoch:.2f} s per epoch, {left:.0f} s left: {epochs} epochs', flush=True)
     _, rc, stopped = train(options, args.work_dir, epochs, args.work_dir + '.log', t0 + args.budget + 20, t0)
     best = os.path.join(args.work_dir, 'output_best')
     print(f'done in {time.time() - t0:.0f} s; best validation epoch: {best}'
