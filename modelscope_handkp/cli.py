@@ -982,6 +982,10 @@ def cmd_export(args) -> int:
         if not os.path.isdir(parent):
             raise UsageError(f'{p}: {parent} is a file, not a folder; pass another path.')
         check_writable_folder(parent, p)
+    for p in targets:
+        if not str(p).lower().endswith('.onnx'):
+            _warn(f'{p} does not end in .onnx; it is written as an ONNX graph all the same (tools such as '
+                  'Netron and model zoos go by the .onnx suffix).')
     model_dir = resolve_model(args.model)
     from . import model_dir as md
     from .export import export_detector_onnx, export_keypoint_onnx

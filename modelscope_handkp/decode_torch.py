@@ -25,7 +25,6 @@ import math
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 __all__ = ['gaussian_kernel_1d', 'blur_matrix', 'argmax_2d', 'gaussian_blur_max_preserving', 'taylor_refine',

@@ -394,19 +394,49 @@ class HandEvaluationHook(EvaluationHook):
 # ------------------------------------------------------------------------------------------- logging
 class HandTextLoggerHook(TextLoggerHook):
     """ModelScope's ``TextLoggerHook`` plus ``img_per_s`` and ``eta`` (seconds and h:mm:ss) in every
-    training record, and every record appended to ``<work_dir>/train_log.jsonl``."""
+    training record, and every record appended to ``<work_dir>/train_log.jsonl``.
+
+    The ``lr`` of a training record is the learning rate the logged iteration was trained with (read
+    before the iteration); the scheduler hooks put the next iteration's rate there, as they step first."""
 
     def __init__(self, interval=10, **kwargs):
         kwargs.pop('by_epoch', None)
         super().__init__(by_epoch=True, interval=interval, **kwargs)
         self._t0 = None
         self._iter0 = 0
+        self._iter_lr = None
+
+    def before_train_iter(self, trainer):
+        self._iter_lr = AddLrLogHook._lr(trainer)
 
     def before_run(self, trainer):
         super().before_run(trainer)
         self.json_log_path = os.path.join(self.out_dir, TRAIN_LOG)
         self._t0 = time.time()
         self._iter0 = trainer.iter
+        if is_master() and os.path.isfile(self.json_log_path):
+            self._drop_records_after(trainer.iter, trainer)
+
+    def _drop_records_after(self, iters_done: int, trainer) -> None:
+        """A run resumed from a checkpoint trains the iterations after it again: the records an interrupted
+        run wrote for them go, so that the log holds each iteration once (the text ``*.log`` keeps them).
+        Records are placed by their ``total_iter`` (iterations done when written); the log of a run from
+        before that field is left as it is."""
+        with open(self.json_log_path, encoding='utf-8') as f:
+            lines = f.readlines()
+        keep = len(lines)
+        for i, line in enumerate(lines):
+            try:
+                done = json.loads(line).get('total_iter')
+            except (json.JSONDecodeError, AttributeError):
+                done = None if i < len(lines) - 1 else iters_done + 1  # a last line cut off goes too
+            if done is not None and done > iters_done:
+                keep = i
+                break
+        if keep < len(lines):
+            atomic_write_text(self.json_log_path, ''.join(lines[:keep]))
+            trainer.logger.info(f'{TRAIN_LOG}: {len(lines) - keep} records of iterations after iteration '
+                                f'{iters_done} (an interrupted run) removed; they are trained again now.')
 
     def log(self, trainer):
         out = trainer.log_buffer.output
@@ -420,10 +450,13 @@ class HandTextLoggerHook(TextLoggerHook):
             remaining = max(0, trainer.max_iters - trainer.iter - 1)
             out['eta_s'] = int(per_iter * remaining)
             out['eta_str'] = str(datetime.timedelta(seconds=int(per_iter * remaining)))
+            if self._iter_lr is not None:
+                out[LogKeys.LR] = self._iter_lr
+        out['total_iter'] = trainer.iter + 1 if trainer.mode == ModeKeys.TRAIN else trainer.iter
         return super().log(trainer)
 
     def _log_info(self, log_dict, trainer):
-        for key in ('eta_s', 'eta_str'):  # the parent prints its own ETA
+        for key in ('eta_s', 'eta_str', 'total_iter'):  # the parent prints its own ETA
             if key not in self._logged_keys:
                 self._logged_keys.append(key)
         super()._log_info(log_dict, trainer)

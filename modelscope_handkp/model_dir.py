@@ -539,7 +539,7 @@ def convert_model_dir(src, dst, overwrite: bool = False, check: bool = True) -> 
     src_path = _local_or_hub(src)
     spec = load_model_spec(src_path, require_weights=True)
     dst_path = Path(os.path.abspath(Path(os.fspath(dst)).expanduser()))
-    _check_target(dst_path, src_path, overwrite)
+    check_target(dst_path, src_path, overwrite)
     check_detector_files(spec.detector, str(src_path / CONFIG_FILE))
 
     if check:
@@ -556,7 +556,10 @@ def convert_model_dir(src, dst, overwrite: bool = False, check: bool = True) -> 
     return write_model_dir(spec, dst_path, lambda: read_plain_state_dict(spec.checkpoint), meta, overwrite=overwrite)
 
 
-def _check_target(dst_path: Path, src_path: Path | None, overwrite: bool) -> None:
+def check_target(dst_path: Path, src_path: Path | None, overwrite: bool) -> None:
+    """Refuse to write a model directory at ``dst_path`` that is (or holds) the current folder or the source
+    ``src_path``, is a file, or -- without ``overwrite`` -- is a folder with something in it."""
+    dst_path = Path(dst_path)
     here = Path.cwd().resolve()
     if dst_path.resolve() == here or dst_path.resolve() in here.parents:
         raise ModelDirError(f'{dst_path} is the current folder (or contains it); a model directory is written as a '
@@ -609,32 +612,44 @@ def write_model_dir(spec: ModelSpec, dst, state_dict, meta: dict, overwrite: boo
     An existing non-empty ``dst`` is only replaced with ``overwrite=True``.  Everything is written to a
     temporary folder next to ``dst`` and renamed into place, so a failure leaves nothing behind.
     """
-    import torch
-
     dst_path = Path(os.path.abspath(Path(os.fspath(dst)).expanduser()))  # '.' / 'a/..' have no usable name
     src_path = Path(spec.model_dir) if spec.model_dir else None
-    _check_target(dst_path, src_path, overwrite)
+    check_target(dst_path, src_path, overwrite)
     new_cfg = _plugin_configuration(spec)
     for key in ('dataset', 'train', 'evaluation'):
         if config is not None and key in config:
             new_cfg[key] = _plain_json(decode_jsonplus(copy.deepcopy(dict(config))[key]))
     det = spec.detector
-    copy_detector = det.type == 'ssdlite'
-    if copy_detector:
+    files = []
+    if det.type == 'ssdlite':
         check_detector_files(det, str(src_path / CONFIG_FILE) if src_path else 'the model configuration')
+        files = [(det.config_file, new_cfg['detector']['config_file']),
+                 (det.checkpoint, new_cfg['detector']['checkpoint'])]
+    if src_path is not None and (src_path / MODEL_CARD_FILE).is_file():  # the card travels with the weights
+        files.append((src_path / MODEL_CARD_FILE, MODEL_CARD_FILE))
+    return publish_model_folder(dst_path, new_cfg, state_dict, meta, files)
+
+
+def publish_model_folder(dst, configuration: Mapping, state_dict, meta: Mapping, files=()) -> str:
+    """Write a model directory -- ``configuration`` as configuration.json, ``{'state_dict', 'meta'}`` as
+    pytorch_model.pt (``state_dict`` a dict of tensors or a function returning one) and each ``(src, rel)``
+    of ``files`` copied to ``rel`` -- into a temporary folder next to ``dst``, then rename it into place.
+    An existing ``dst`` is swapped out only once the new folder is complete, so a reader never sees half a
+    model directory (the weights of one state with the configuration of another) and a failure leaves
+    ``dst`` as it was. The caller decides whether ``dst`` may be replaced."""
+    import torch
+
+    dst_path = Path(os.path.abspath(os.fspath(dst)))
     dst_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{dst_path.name}.', dir=str(dst_path.parent)))
     try:
         sd = state_dict() if callable(state_dict) else state_dict
         torch.save({'state_dict': {k: v.detach().cpu().clone().contiguous() for k, v in sd.items()},
                     'meta': dict(meta)}, str(tmp / WEIGHTS_FILE))
-        if copy_detector:
-            (tmp / 'detection').mkdir()
-            shutil.copyfile(det.config_file, tmp / new_cfg['detector']['config_file'])
-            shutil.copyfile(det.checkpoint, tmp / new_cfg['detector']['checkpoint'])
-        (tmp / CONFIG_FILE).write_text(dumps_configuration(new_cfg), encoding='utf-8')
-        if src_path is not None and (src_path / MODEL_CARD_FILE).is_file():  # the card travels with the weights
-            shutil.copyfile(src_path / MODEL_CARD_FILE, tmp / MODEL_CARD_FILE)
+        for src, rel in files:
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, tmp / rel)
+        (tmp / CONFIG_FILE).write_text(dumps_configuration(configuration), encoding='utf-8')
         os.chmod(tmp, new_file_mode(directory=True))  # mkdtemp made it private (0700)
         if dst_path.exists():
             # the old folder moves into a fresh private holder (never a fixed name that could be someone's)

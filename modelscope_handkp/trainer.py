@@ -30,6 +30,7 @@ import importlib.util
 import inspect
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -59,8 +60,7 @@ from .codec import decode_heatmaps
 from .datasets.coco_wholebody_hand import (CocoWholeBodyHandDataset, DatasetError, resolve_split_folder,
                                            substitute_data_root)
 from .hooks import (BEST_INFO, BEST_OUTPUT_DIR, LATEST_CHECKPOINT, OUTPUT_DIR, TRAIN_LOG, EasyCVLrScheduler,
-                    atomic_torch_save, atomic_write_text, capture_rng_state, easycv_lr_config, read_train_log,
-                    restore_rng_state)
+                    capture_rng_state, easycv_lr_config, read_train_log, restore_rng_state)
 from .models.topdown import TopDownHandModel
 
 logger = get_logger()
@@ -326,6 +326,9 @@ def strip_run_folders(train_cfg) -> None:
                     sub.pop(key, None)
 
 
+_RUN_LOG_NAME = re.compile(r'\d{8}_\d{6}\.log')  # ModelScope's text log of a run: <timestamp>.log
+
+
 def _remove_if_only_logs(work_dir: str) -> None:
     """Remove ``work_dir`` when it holds nothing but ModelScope's log files (a run that wrote nothing)."""
     if os.path.isdir(work_dir) and all(n.endswith('.log') for n in os.listdir(work_dir)):
@@ -368,6 +371,7 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
             _check_train_settings(self.cfg)
         except BaseException:
             if created:
+                self._detach_run_log()
                 _remove_if_only_logs(wd)
             raise
         self.work_dir = os.path.abspath(self.work_dir)
@@ -791,6 +795,62 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
         self.logger.info(f'Resumed from {path}: {self._epoch} epochs / {self._iter} iterations done.')
         return state
 
+    # ------------------------------------------------------------------ console and text log
+    def _attach_run_log(self):
+        """The handler of this run's text log, ``work_dir/<timestamp>.log``. ModelScope adds a log file only
+        for the first trainer of a process, so a second one would log into the first one's work dir: the
+        run-log handlers of earlier trainers are taken off the ``modelscope`` logger (other handlers stay)."""
+        import logging
+        from modelscope.utils.logger import formatter
+        target = os.path.join(os.path.abspath(self.work_dir), f'{self.timestamp}.log')
+        mine = None
+        for h in list(self.logger.handlers):
+            if not isinstance(h, logging.FileHandler):
+                continue
+            if h.baseFilename == target:
+                mine = h
+            elif getattr(h, '_handkp_run_log', False) or _RUN_LOG_NAME.fullmatch(os.path.basename(h.baseFilename)):
+                self.logger.removeHandler(h)
+                h.close()
+        if mine is None and is_master():
+            mine = logging.FileHandler(target, 'a', encoding='utf-8')
+            mine.setFormatter(formatter)
+            mine.setLevel(self.logger.level or logging.INFO)
+            mine._handkp_run_log = True
+            self.logger.addHandler(mine)
+        return mine
+
+    def _detach_run_log(self) -> None:
+        h = getattr(self, '_handkp_log_handler', None)
+        if h is not None:
+            self.logger.removeHandler(h)
+            h.close()
+            self._handkp_log_handler = None
+
+    def _log_to_files(self, text: str) -> None:
+        """``text`` into the run's text log only, not onto the console."""
+        import logging
+        h = getattr(self, '_handkp_log_handler', None)
+        if h is not None:
+            h.handle(self.logger.makeRecord(self.logger.name, logging.INFO, __file__, 0, text, None, None))
+
+    def print_cfg(self):
+        """ModelScope prints the whole configuration (hundreds of lines) to the console; here it goes to the
+        run's text log, and the console gets one line naming that file. (ModelScope calls this right after
+        it has set up its logger, so the run's log handler is attached here.)"""
+        self._handkp_log_handler = self._attach_run_log()
+        if is_master():
+            cfg = _plain(self.cfg)
+            cfg.setdefault('train', {})['work_dir'] = self.work_dir
+            self._log_to_files('configuration of this run:\n' + json.dumps(cfg, indent=4, default=str))
+            if self._handkp_log_handler is not None:
+                self.logger.info(f'configuration and hook list of this run: {self._handkp_log_handler.baseFilename}')
+
+    def print_hook_info(self):
+        if is_master() and not getattr(self, '_hook_info_printed', False):
+            self._log_to_files(self.get_hook_info())
+            self._hook_info_printed = True
+
     # ------------------------------------------------------------------ model directory
     def _export_configuration(self) -> dict:
         if self._handkp_export_cfg is None:
@@ -827,23 +887,14 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
         return self._handkp_export_cfg
 
     def export_model_dir(self, dst: str, meta: Mapping | None = None, overwrite: bool = False) -> str:
-        """Write the current weights as a model directory (configuration.json + pytorch_model.pt),
-        every file atomically; returns ``dst``.  An existing non-empty ``dst`` is only replaced with
-        ``overwrite=True`` (the checkpoint hook does so for ``<work_dir>/output*``)."""
-        if os.path.isdir(dst) and os.listdir(dst) and not overwrite:
-            raise FileExistsError(f'{dst} already exists and is not empty; pass overwrite=True or another folder.')
+        """Write the current weights as a model directory (configuration.json + pytorch_model.pt, and the
+        detector files its configuration names), built next to ``dst`` and renamed into place as a whole;
+        returns ``dst``.  An existing non-empty ``dst`` is only replaced with ``overwrite=True`` (the
+        checkpoint hook does so for ``<work_dir>/output*``)."""
+        md.check_target(os.path.abspath(dst), None, overwrite)
         export = self._export_configuration()
-        os.makedirs(dst, exist_ok=True)
-        for src, rel in self._handkp_detector_files or []:
-            target = os.path.join(dst, rel)
-            if not os.path.isfile(target):
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                shutil.copyfile(src, target + '.tmp')
-                os.replace(target + '.tmp', target)
-        atomic_write_text(os.path.join(dst, 'configuration.json'), json.dumps(export, indent=2) + '\n')
-        sd = {k: v.detach().cpu().clone() for k, v in self.hand_net.state_dict().items()}
         info = {'trained_by': TRAINED_BY, **_plain(dict(meta or {}))}
-        atomic_torch_save({'state_dict': sd, 'meta': info}, os.path.join(dst, 'pytorch_model.pt'))
+        md.publish_model_folder(dst, export, self.hand_net.state_dict(), info, self._handkp_detector_files or [])
         return dst
 
     # ------------------------------------------------------------------ train / evaluate
@@ -854,7 +905,8 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
         try:
             return self._train(checkpoint_path, load_all_state, *args, resume=resume, overwrite=overwrite, **kwargs)
         except Exception:
-            if self._handkp_created_work_dir:
+            if self._handkp_created_work_dir and all(n.endswith('.log') for n in os.listdir(self.work_dir)):
+                self._detach_run_log()
                 _remove_if_only_logs(self.work_dir)
             raise
 

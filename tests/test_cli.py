@@ -583,8 +583,12 @@ def test_export_onnx_matches_pipeline(tiny_dir, images, tmp_path, capsys):
     proto = onnx.load(str(out))
     onnx.checker.check_model(proto)
     assert [i.name for i in proto.graph.input] == ['crops', 'centers', 'scales']
+    assert 'warning' not in err
     code, _, err = run(['export', '--model', tiny_dir, '--out', out], capsys)
     assert code == 1 and 'already exists' in err and '--overwrite' in err
+    code, _, err = run(['export', '--model', tiny_dir, '--out', tmp_path / 'kp.txt'], capsys)
+    assert code == 0 and 'kp.txt does not end in .onnx' in err
+    assert (tmp_path / 'kp.txt').read_bytes() == out.read_bytes()
     code, _, err = run(['export', '--model', tiny_dir, '--out', tmp_path / 'b.onnx', '--detector-out',
                         tmp_path / 'det.onnx'], capsys)
     assert code == 1 and 'SSDLite' in err and 'palm' in err and not (tmp_path / 'b.onnx').exists()

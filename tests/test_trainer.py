@@ -163,7 +163,7 @@ def test_one_epoch_lowers_loss_and_writes_a_loadable_model_dir(tiny_dir, train16
     assert sorted(os.listdir(out)) == ['configuration.json', 'pytorch_model.pt']
     train_cfg = json.loads((out / 'configuration.json').read_text())['train']
     assert train_cfg['max_epochs'] == 1 and str(tmp_path) not in json.dumps(train_cfg)  # no folder of this run
-    assert not [f for f in os.listdir(tmp_path / 'wd') if '.tmp' in f]
+    assert not [f for f in os.listdir(tmp_path / 'wd') if f.startswith('.') or '.tmp' in f]  # no half-written files
     saved = torch.load(out / 'pytorch_model.pt', weights_only=True)
     assert saved['meta']['epoch'] == 1 and set(saved['meta']['metrics']) == {'PCK', 'AUC', 'EPE', 'NME'}
     for k, v in state(t).items():
@@ -252,6 +252,10 @@ def test_evaluate_official_like_model_dir_equals_keypoint_metrics(reference_dir,
         assert torch.equal(v, hrnet_synth_state_dict[k]), k
 
 
+def md_log(work_dir):
+    return [json.loads(line) for line in (work_dir / 'train_log.jsonl').read_text().splitlines()]
+
+
 class _Crash(Exception):
     pass
 
@@ -287,6 +291,17 @@ def test_resume_after_crash_gives_the_uninterrupted_result(tiny_dir, train16, va
     kc = c.optimizer.state_dict()['state']
     assert all(torch.equal(ka[i]['exp_avg'], kc[i]['exp_avg']) for i in ka)
     assert c.metric_values == a.metric_values
+    # the resumed run's log is the uninterrupted run's: the crashed epoch's records are not repeated, and
+    # each record's lr is the rate its iteration was trained with (warmup: it changes every iteration)
+    keys = ('mode', 'epoch', 'iter', 'lr', 'loss', 'evaluation/PCK')
+    log_a, log_c = (md_log(tmp_path / w) for w in ('a', 'b'))
+    assert [tuple(r.get(k) for k in keys) for r in log_c] == [tuple(r.get(k) for k in keys) for r in log_a]
+    sched = EasyCVLrScheduler(torch.optim.SGD([torch.zeros(1)], lr=5e-4), iters_per_epoch=4, step=[170, 200],
+                              max_epochs=210, warmup='linear', warmup_iters=500, warmup_ratio=0.001)
+    train_a = [r for r in log_a if r['mode'] == 'train']
+    assert len(train_a) == 8
+    for n, r in enumerate(train_a):
+        assert r['lr'] == pytest.approx(sched.lr_at(5e-4, n), rel=1e-9), n
     # 500-iteration linear warmup of the published schedule: lr after 8 iterations
     assert a.optimizer.param_groups[0]['lr'] == pytest.approx(5e-4 * (1 - (1 - 8 / 500) * 0.999))
     # overwrite=True replaces a finished run
@@ -628,3 +643,26 @@ def test_python_cfg_file_is_refused_without_trust_remote_code(tmp_path):
                                                          work_dir=str(tmp_path / 'work'), device='cpu',
                                                          trust_remote_code=True))
     assert marker.read_text() == 'code ran'
+
+
+def test_configuration_and_hook_list_go_to_the_text_log_not_the_console(tiny_dir, train16, tmp_path, caplog):
+    """The console gets one line naming the run's text log; the configuration and the hook list are in that
+    log. Each trainer of a process logs into its own work dir (ModelScope gives only the first one a file)."""
+    import logging
+    caplog.set_level(logging.INFO, logger='modelscope')
+    texts = []
+    for name in ('first', 'second'):
+        caplog.clear()
+        t = build(tiny_dir, tmp_path / name, train16, None, {'train.max_epochs': 1})
+        t.train()
+        console = caplog.text
+        assert 'Training Config Start' not in console and '"framework"' not in console
+        assert 'Stage: before_run' not in console
+        (log_file,) = [f for f in os.listdir(tmp_path / name) if f.endswith('.log')]
+        assert f'configuration and hook list of this run: {tmp_path / name / log_file}' in console
+        texts.append((tmp_path / name / log_file).read_text())
+    for name, text in zip(('first', 'second'), texts):
+        assert 'configuration of this run' in text and '"max_epochs": 1' in text
+        assert f'"work_dir": "{tmp_path / name}"' in text
+        assert text.count('Stage: before_run') == 1 and 'HandTextLoggerHook' in text
+        assert text.count('epoch [1][4/4]') == 1

@@ -176,6 +176,7 @@ def main(argv=None):
     import modelscope_handkp  # noqa: F401  (registers the trainer)
     from modelscope.metainfo import Trainers
     from modelscope.trainers import build_trainer
+    from modelscope_handkp.hooks import read_train_log
 
     work_dir = os.path.abspath(args.work_dir)
     rank = int(os.environ.get('RANK', 0))
@@ -204,8 +205,7 @@ def main(argv=None):
     if rank == 0:
         log = os.path.join(work_dir, 'train_log.jsonl')
         print(f'\nvalidation per epoch ({len(trainer.eval_dataset)} hands of {args.data}):')
-        for line in open(log):
-            r = json.loads(line)
+        for r in read_train_log(log):
             if r.get('mode') == 'eval':
                 print(f"  epoch {r['epoch']:3d}: PCK {r['evaluation/PCK']:.4f}  AUC {r['evaluation/AUC']:.4f}  "
                       f"EPE {r['evaluation/EPE']:.2f} px")
