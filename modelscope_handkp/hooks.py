@@ -433,8 +433,12 @@ class HandTextLoggerHook(TextLoggerHook):
             if done is not None and done > iters_done:
                 keep = i
                 break
+        text = ''.join(lines[:keep])
+        if text and not text.endswith('\n'):  # a run killed between a record and its newline
+            text += '\n'
+        if text != ''.join(lines):
+            atomic_write_text(self.json_log_path, text)
         if keep < len(lines):
-            atomic_write_text(self.json_log_path, ''.join(lines[:keep]))
             trainer.logger.info(f'{TRAIN_LOG}: {len(lines) - keep} records of iterations after iteration '
                                 f'{iters_done} (an interrupted run) removed; they are trained again now.')
 

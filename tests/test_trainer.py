@@ -666,3 +666,34 @@ def test_configuration_and_hook_list_go_to_the_text_log_not_the_console(tiny_dir
         assert f'"work_dir": "{tmp_path / name}"' in text
         assert text.count('Stage: before_run') == 1 and 'HandTextLoggerHook' in text
         assert text.count('epoch [1][4/4]') == 1
+
+
+def test_resumed_log_keeps_the_records_up_to_the_checkpoint(tmp_path):
+    """What a resume from iteration 4 keeps of train_log.jsonl: the records written up to it (the eval
+    record of that epoch too), none after; a cut-off last line goes, a missing final newline is added,
+    and a log without total_iter (an older run) is left alone."""
+    import logging
+    import types
+    from modelscope_handkp.hooks import HandTextLoggerHook
+    hook = HandTextLoggerHook()
+    hook.json_log_path = str(tmp_path / 'train_log.jsonl')
+    trainer = types.SimpleNamespace(logger=logging.getLogger('test'))
+    recs = [{'mode': 'train', 'epoch': 1, 'iter': i, 'total_iter': i} for i in (1, 2, 3, 4)]
+    recs.append({'mode': 'eval', 'epoch': 1, 'total_iter': 4})
+    later = [{'mode': 'train', 'epoch': 2, 'iter': i - 4, 'total_iter': i} for i in (5, 6)]
+    lines = [json.dumps(r) + '\n' for r in recs]
+    path = tmp_path / 'train_log.jsonl'
+    for tail, want in (([json.dumps(r) + '\n' for r in later] + ['{"mode": "tr'], lines),  # cut off
+                       ([json.dumps(later[0])], lines),  # no newline after the last record
+                       ([], lines),
+                       ):
+        path.write_text(''.join(lines + tail))
+        hook._drop_records_after(4, trainer)
+        assert path.read_text() == ''.join(want)
+    path.write_text(''.join(lines)[:-1])  # the checkpoint's own eval record without its newline
+    hook._drop_records_after(4, trainer)
+    assert path.read_text() == ''.join(lines)
+    old = ''.join(json.dumps({k: v for k, v in r.items() if k != 'total_iter'}) + '\n' for r in recs + later)
+    path.write_text(old)
+    hook._drop_records_after(4, trainer)
+    assert path.read_text() == old
