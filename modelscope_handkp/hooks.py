@@ -456,7 +456,11 @@ class HandTextLoggerHook(TextLoggerHook):
             out['eta_str'] = str(datetime.timedelta(seconds=int(per_iter * remaining)))
             if self._iter_lr is not None:
                 out[LogKeys.LR] = self._iter_lr
-        out['total_iter'] = trainer.iter + 1 if trainer.mode == ModeKeys.TRAIN else trainer.iter
+        if trainer.mode == ModeKeys.TRAIN:
+            out['total_iter'] = trainer.iter + 1
+        else:  # an evaluation record: no training rate (the scheduler's is already the next epoch's)
+            out.pop(LogKeys.LR, None)
+            out['total_iter'] = trainer.iter
         return super().log(trainer)
 
     def _log_info(self, log_dict, trainer):

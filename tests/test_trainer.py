@@ -302,6 +302,9 @@ def test_resume_after_crash_gives_the_uninterrupted_result(tiny_dir, train16, va
     assert len(train_a) == 8
     for n, r in enumerate(train_a):
         assert r['lr'] == pytest.approx(sched.lr_at(5e-4, n), rel=1e-9), n
+        assert r['total_iter'] == n + 1
+    assert [(r['epoch'], r['total_iter']) for r in log_a if r['mode'] == 'eval'] == [(1, 4), (2, 8)]
+    assert not [r for r in log_a if r['mode'] == 'eval' and 'lr' in r]
     # 500-iteration linear warmup of the published schedule: lr after 8 iterations
     assert a.optimizer.param_groups[0]['lr'] == pytest.approx(5e-4 * (1 - (1 - 8 / 500) * 0.999))
     # overwrite=True replaces a finished run
