@@ -28,13 +28,14 @@ Kinds:
     ``pip install openvino`` (extra ``[openvino]``).
 ``auto``
     The first of :data:`AUTO_ORDER` that is installed and passes a two-crop self-check against
-    the eager model; anything that fails is logged as a warning and the next is tried, ending
+    the eager model; anything that fails is logged (a runtime that is not installed at INFO level, any
+    other failure as a warning) and the next is tried, ending
     with ``eager``.
 
 All backends give the eager keypoints within float32 rounding (tests/test_backends.py); the
 measured speeds are in ``benchmarks/run.py``.
 
-The ONNX cache lives in ``$MODELSCOPE_HANDKP_CACHE/onnx`` (default ``~/.cache/modelscope_handkp/onnx``;
+The ONNX cache lives in ``$MODELSCOPE_HANDKP_CACHE/onnx`` (default ``${XDG_CACHE_HOME:-~/.cache}/modelscope_handkp/onnx``;
 a temporary directory, with a warning, if that is not writable).  A cached graph that does not load (a
 damaged file) is exported again once.  OpenVINO caches its compiled models there too, also for a graph
 given as ``onnx_path=`` (nothing is written next to it).

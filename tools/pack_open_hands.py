@@ -9,8 +9,8 @@ pixels (never scaled up), keypoints and boxes are scaled with it, and it is re-e
 crops) are copied byte for byte.  The annotation files keep the fields the dataset reads (hand
 keypoints, boxes and flags, ``bbox``, ``area``) and the ``images``/``categories`` lists.  With the
 defaults open_hands becomes 29 MB; hands of at most 160 px lose nothing a 192 px network sees
-(its crop is the box x 1.25).  This is how the starter model's GPU variant was trained
-(``docs/model_card.md``).  The source folder is only read; an existing destination is refused.
+(its crop is the box x 1.25).  This is the data preparation of the starter model's planned GPU
+variant (``docs/training.md``, "Larger variants on a GPU"; not trained yet).  The source folder is only read; an existing destination is refused.
 """
 from __future__ import annotations
 
