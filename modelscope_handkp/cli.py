@@ -1178,9 +1178,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--out', required=True, metavar='FILE.onnx', help='keypoint graph')
     p.add_argument('--detector-out', default=None, metavar='FILE.onnx', help='detector graph (raw outputs): SSDLite or palm detector')
     p.add_argument('--no-flip', action='store_true', help='no flip test inside the graph')
-    p.add_argument('--rotations', dest='rotations', action='store_true', default=None,
-                   help='add a 4th input, crop rotations in degrees (default: on for palm-detector models)')
-    p.add_argument('--no-rotations', dest='rotations', action='store_false', help='no rotations input')
+    rot = p.add_mutually_exclusive_group()
+    rot.add_argument('--rotations', dest='rotations', action='store_true', default=None,
+                     help='add a 4th input, crop rotations in degrees (default: on for palm-detector models)')
+    rot.add_argument('--no-rotations', dest='rotations', action='store_false', help='no rotations input')
     p.add_argument('--opset', type=int, default=17, help='ONNX opset (default 17)')
     p.add_argument('--overwrite', action='store_true', help='replace existing files')
     p.set_defaults(func=cmd_export)

@@ -53,6 +53,16 @@ from .preprocessor import HandImagePreprocessor, _check_color
 ROTATIONS = 'rotations'
 
 
+def _as_flag(value, name: str) -> bool:
+    """``value`` as a bool: True/False (also NumPy's) or the integers 0/1. Anything else -- above all a
+    string such as ``'false'``, which ``bool()`` would take as True -- is refused."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and int(value) in (0, 1):
+        return bool(value)
+    raise TypeError(f'{name} must be True or False, got {value!r} ({type(value).__name__}).')
+
+
 class NoDetectorError(ValueError):
     """The model directory has no hand detector and no boxes were passed."""
 
@@ -149,7 +159,7 @@ class HandKeypointsPipeline(Pipeline):
             self.detector = build_detector(det_spec, det_where)
         self.score_threshold = float(det_spec.score_threshold if score_threshold is None else
                                      _check_threshold(score_threshold))
-        self.flip_test = self.model.flip_test if flip_test is None else bool(flip_test)
+        self.flip_test = self.model.flip_test if flip_test is None else _as_flag(flip_test, 'flip_test')
         self.max_batch = max(1, int(max_batch))
         self.min_keypoint_score = None if min_keypoint_score is None else _check_threshold(
             min_keypoint_score, 'min_keypoint_score')
@@ -208,7 +218,7 @@ class HandKeypointsPipeline(Pipeline):
         if boxes is not None:
             fwd['boxes'] = boxes
         if flip_test is not None:
-            fwd['flip_test'] = bool(flip_test)
+            fwd['flip_test'] = _as_flag(flip_test, 'flip_test')
         if score_threshold is not None:
             fwd['score_threshold'] = _check_threshold(score_threshold)
         return pre, fwd, {}
@@ -270,6 +280,10 @@ class HandKeypointsPipeline(Pipeline):
                     raise ValueError(
                         f'box {i} {b[i].tolist()} lies entirely outside the {w}x{h} image; boxes are [x1, y1, x2, y2] '
                         'in pixels of this image (not normalised, not of another image).')
+                if max(w, h) > 8 and float(np.abs(b).max()) <= 1.0:  # every box under a pixel: a 0-1 box
+                    raise ValueError(
+                        f'boxes {b.tolist()} have all coordinates within [0, 1]: they look normalised. Boxes are '
+                        f'[x1, y1, x2, y2] in pixels of this {w}x{h} image: multiply x by {w} and y by {h}.')
             return dets
         if self.detector is None:
             raise NoDetectorError('this model directory has no hand detector (detector.type "none"); pass '
@@ -290,7 +304,7 @@ class HandKeypointsPipeline(Pipeline):
         """Preprocessed images -> one result dict each; the hands of all of them share batched forwards."""
         from .transforms import box_to_center_scale, crop_to_tensor
         model = self.model
-        flip = self.flip_test if flip_test is None else bool(flip_test)
+        flip = self.flip_test if flip_test is None else _as_flag(flip_test, 'flip_test')
         size = tuple(model.input_size)
         per_image = []
         crops, centers, scales, rots = [], [], [], []
@@ -378,6 +392,11 @@ def _weights_signature(net: torch.nn.Module) -> tuple:
     return tuple((id(t), t._version) for t in (*net.parameters(), *net.buffers()))
 
 
+_DETECTOR_KEYS = {'none': {'type', 'score_threshold'}, 'whole_image': {'type', 'score_threshold'},
+                  'ssdlite': {'type', 'score_threshold', 'config_file', 'checkpoint'},
+                  'palm': {'type', 'score_threshold', 'variant', 'tiles'}}
+
+
 def _detector_argument(detector, model_detector: md.DetectorSpec, where: str):
     """(spec, where) of the pipeline's ``detector=`` argument (a type name or a config object).
 
@@ -394,6 +413,11 @@ def _detector_argument(detector, model_detector: md.DetectorSpec, where: str):
                         f"like {{'type': 'palm', 'score_threshold': 0.5}}, got {type(detector).__name__}.")
     arg = 'the detector argument'
     dtype = det_cfg['type'] = md.detector_type(det_cfg.get('type', 'none'))
+    known = _DETECTOR_KEYS.get(dtype)
+    unknown = sorted(str(k) for k in det_cfg if known is not None and k not in known)
+    if unknown:
+        raise ValueError(f'detector= {unknown} {"is not a setting" if len(unknown) == 1 else "are not settings"} '
+                         f'of the {dtype!r} detector; its settings are {sorted(known)}.')
     if dtype == model_detector.type:
         merged = model_detector.to_config()  # its file paths are already absolute or relative to the CWD
         for key in ('config_file', 'checkpoint'):
@@ -401,7 +425,7 @@ def _detector_argument(detector, model_detector: md.DetectorSpec, where: str):
                 merged[key] = os.path.abspath(os.path.expanduser(os.fspath(det_cfg[key])))
         merged.update({k: v for k, v in det_cfg.items() if k not in ('config_file', 'checkpoint')})
         if not any(det_cfg.get(key) is not None for key in ('config_file', 'checkpoint')):
-            arg = where  # the files, if any, are the model directory's
+            arg = f'the detector argument (with the detector of {where})'  # the files, if any, are the model's
         det_cfg = merged
     elif dtype == 'ssdlite' and 'config_file' not in det_cfg:
         raise md.ModelDirError(f"detector='ssdlite' needs detector files, but {where} names none; pass "

@@ -144,6 +144,10 @@ def decode_image_bytes(data: bytes, what: str, given_as_bytes: bool = False) -> 
         head = data[:16]
         text = all(32 <= b < 127 or b in (9, 10, 13) for b in head)
         kind = 'text' if text else 'not an image OpenCV can read'
+        if head[:4] in (b'II*\x00', b'MM\x00*'):  # a TIFF OpenCV cannot decode (e.g. 32-bit float samples)
+            raise ImageReadError(f'{what} is a TIFF of a kind OpenCV cannot decode (e.g. 32-bit float or 1-bit '
+                                 'samples, or an unusual compression); convert it to an 8- or 16-bit TIFF, PNG or '
+                                 'JPEG.')
         hint = ' (bytes are read as the encoded image itself; pass a file path as str)' if text and given_as_bytes \
             else ''
         raise ImageReadError(f'{what} is not a readable image ({kind}; first bytes {head[:8]!r}){hint}; pass a '
@@ -193,6 +197,11 @@ def _to_uint8(arr: np.ndarray, what: str) -> np.ndarray:
     if np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all():
             raise ImageReadError(f'{what} contains NaN or infinite values; pass finite pixel values.')
+        negative = float(np.count_nonzero(arr < 0)) / max(1, arr.size)
+        if negative > 0.01:  # not the few overshoots of an interpolation: a mean-subtracted / normalised image
+            raise ImageReadError(f'{what} has negative values ({100 * negative:.0f} % of them, down to '
+                                 f'{float(arr.min()):.3g}): it looks normalised (mean-subtracted); pass pixel values '
+                                 'in [0, 255] or [0, 1] -- the pipeline normalises itself.')
         scale = 255.0 if arr.size and float(arr.max()) <= 1.0 else 1.0
         return np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8)
     if np.issubdtype(arr.dtype, np.integer):

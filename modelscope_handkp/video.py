@@ -198,7 +198,8 @@ def process_video(source, predict_fn: Callable[[np.ndarray], Mapping[str, Any]],
         draw_kwargs: extra keyword arguments of :func:`draw_hands`.
 
     Returns:
-        a summary dict: ``frames``, ``width``, ``height``, ``input_fps`` (None when unknown),
+        a summary dict: ``frames``, ``frames_declared`` (the file's own frame count; None when it has none, or
+        for a live source -- fewer frames read than declared gives a warning), ``width``, ``height``, ``input_fps`` (None when unknown),
         ``output_fps``, ``output_frames`` (``frames`` for a file; for a live source -- camera or
         stream URL -- each drawn frame is repeated until the next one is ready, so the output plays in
         real time and its frame ``i`` is at ``i / output_fps`` seconds of the JSON ``time``), ``hands`` (``total``, ``min``/``max``/``mean`` per frame, ``frames_with_hands``),
@@ -228,6 +229,7 @@ def process_video(source, predict_fn: Callable[[np.ndarray], Mapping[str, Any]],
     try:
         in_fps = _input_fps(cap)
         fps = in_fps or DEFAULT_FPS
+        declared = 0 if live else max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))  # the container's count
         ok, frame = cap.read()
         if not ok or frame is None:
             raise VideoError(f'no frame could be read from {_describe(source)}: the video is empty or its codec is '
@@ -297,6 +299,12 @@ def process_video(source, predict_fn: Callable[[np.ndarray], Mapping[str, Any]],
                 ok, frame = cap.read()
         except KeyboardInterrupt:
             interrupted = True
+        stopped_early = interrupted or (max_frames is not None and index >= max_frames)
+        if not stopped_early and declared - index > max(2, declared // 100):  # counts of some codecs are estimates
+            warnings.warn(f'{_describe(source)}: {index} of the {declared} frames the file declares could be read; '
+                          'the rest could not be decoded (a truncated or damaged file?). The outputs hold those '
+                          f'{index} frames; re-encode the video (e.g. ffmpeg -i INPUT -c:v libx264 OUTPUT.mp4) '
+                          'to find out.', stacklevel=2)
         seconds = time.perf_counter() - t_start
         hold_last_frame_until(seconds)  # ... and the last one until the end of the run
         writer.release()
@@ -338,6 +346,7 @@ def process_video(source, predict_fn: Callable[[np.ndarray], Mapping[str, Any]],
         'out_path': str(Path(out_path)),
         'jsonl_path': None if jsonl_path is None else str(Path(jsonl_path)),
         'frames': int(index),
+        'frames_declared': int(declared) or None,
         'width': int(width),
         'height': int(height),
         'input_fps': in_fps,

@@ -254,12 +254,34 @@ def test_bad_numpy_and_other_objects(tiny):
     f = np.random.default_rng(0).random((30, 40, 3)).astype(np.float32)
     np.testing.assert_array_equal(tiny(f)[OutputKeys.KEYPOINTS],
                                   tiny(np.rint(f * 255).astype(np.uint8))[OutputKeys.KEYPOINTS])
+    # a mean-subtracted float image was clipped to a dark picture without a word
+    with pytest.raises(ImageReadError, match=r'has negative values \(\d+ % of them, down to -1.*looks normalised'):
+        tiny(f * 255 - 128)
+    with pytest.raises(ImageReadError, match='looks normalised'):
+        tiny((f - 0.45) / 0.225)  # ImageNet-style normalisation
+    g = f * 255
+    g[0, :4, 0] = -3.0  # a few overshoots of a bicubic resize: clipped as before
+    np.testing.assert_array_equal(tiny(g)[OutputKeys.KEYPOINTS], tiny(np.clip(g, 0, 255))[OutputKeys.KEYPOINTS])
 
 
 # ----------------------------------------------------------------------------- user boxes
 def test_boxes_with_nan(tiny, photo):
     with pytest.raises(ValueError, match='NaN or infinite'):
         tiny(photo, boxes=[[10, 10, float('nan'), 50]])
+
+
+def test_boxes_with_huge_values(tiny, photo):
+    with pytest.raises(ValueError, match=r'coordinates up to 2e\+40, far beyond any image'):
+        tiny(photo, boxes=[[1e40, 0, 2e40, 5]])
+
+
+def test_float_tiff_gets_its_own_message(tiny, tmp_path):
+    path = tmp_path / 'f.tif'
+    assert cv2.imwrite(str(path), np.full((20, 30, 3), 0.5, np.float32))
+    if cv2.imread(str(path)) is not None:
+        pytest.skip('this OpenCV decodes 32-bit float TIFFs')
+    with pytest.raises(ImageReadError, match=r'is a TIFF of a kind OpenCV cannot decode.*convert it to an 8- or 16-bit'):
+        tiny(str(path))
 
 
 def test_boxes_with_negative_size(tiny, photo):
@@ -274,6 +296,33 @@ def test_boxes_outside_the_image(tiny, photo):
         tiny(photo, boxes=[[-50, -50, -10, -10]])
     out = tiny(photo, boxes=[[-20, -20, 40, 40], [100, 80, 220, 200]])  # partly outside: fine
     assert out[OutputKeys.KEYPOINTS].shape == (2, 21, 3) and np.isfinite(out[OutputKeys.KEYPOINTS]).all()
+
+
+def test_flip_test_must_be_a_flag(tiny, tiny_dir, photo):
+    """flip_test='false' (a string from a request or a config file) switched the flip test ON."""
+    for bad in ('false', 'no', 2, 1.0):
+        with pytest.raises(TypeError, match=r'flip_test must be True or False, got'):
+            tiny(photo, boxes=[[10, 10, 90, 90]], flip_test=bad)
+    with pytest.raises(TypeError, match=r"flip_test must be True or False, got 'false'"):
+        pipeline(TASK, model=str(tiny_dir), flip_test='false')
+    on = tiny(photo, boxes=[[10, 10, 90, 90]], flip_test=True)[OutputKeys.KEYPOINTS]
+    off = tiny(photo, boxes=[[10, 10, 90, 90]], flip_test=False)[OutputKeys.KEYPOINTS]
+    assert not np.array_equal(on, off)
+    np.testing.assert_array_equal(tiny(photo, boxes=[[10, 10, 90, 90]], flip_test=0)[OutputKeys.KEYPOINTS], off)
+    np.testing.assert_array_equal(tiny(photo, boxes=[[10, 10, 90, 90]], flip_test=np.bool_(True))[OutputKeys.KEYPOINTS],
+                                  on)
+
+
+def test_normalised_boxes_are_refused(tiny, photo):
+    """0-1 boxes gave keypoints inside a box smaller than a pixel, without a word."""
+    with pytest.raises(ValueError, match=r'look normalised.*pixels of this 160x120 image: multiply x by 160'):
+        tiny(photo, boxes=[[0.1, 0.3, 0.8, 0.7]])
+    with pytest.raises(ValueError, match='look normalised'):
+        tiny(photo, boxes=[[0.1, 0.3, 0.8, 0.7, 0.9], [0.0, 0.0, 0.5, 0.5, 0.8]])
+    out = tiny(photo, boxes=[[0.5, 0.5, 40, 40]])  # one coordinate above 1: pixels
+    assert out[OutputKeys.KEYPOINTS].shape == (1, 21, 3)
+    small = np.ascontiguousarray(photo[:4, :4])  # in an image of a few pixels, sub-pixel boxes are plausible
+    assert tiny(small, boxes=[[0.0, 0.0, 1.0, 1.0]])[OutputKeys.KEYPOINTS].shape == (1, 21, 3)
 
 
 def test_boxes_of_the_wrong_shape(tiny, photo):
@@ -413,6 +462,22 @@ def test_detector_argument(official_dir, tmp_path, monkeypatch):
         pipeline(TASK, model=str(official_dir), detector=theirs)
     with pytest.raises(TypeError, match='detector= must be a HandDetector'):
         pipeline(TASK, model=str(official_dir), detector=3)
+    # a misspelt setting was ignored without a word (the default was used)
+    with pytest.raises(ValueError, match=r"detector= \['scor_threshold', 'varient'\] are not settings of the "
+                                         r"'palm' detector; its settings are \['score_threshold', 'tiles', 'type', "
+                                         r"'variant'\]"):
+        pipeline(TASK, model=str(official_dir), detector={'type': 'palm', 'scor_threshold': 0.2, 'varient': 'lite'})
+    with pytest.raises(ValueError, match=r"\['checkpont'\] is not a setting of the 'ssdlite' detector"):
+        pipeline(TASK, model=str(official_dir), detector={'type': 'ssdlite', 'checkpont': 'x.pth'})
+
+
+def test_bad_detector_argument_value_is_blamed_on_the_argument(tmp_path):
+    """A bad value in detector= of the model's own detector type was reported as an error of the model
+    directory's configuration.json."""
+    from modelscope_handkp import starter_model_dir
+    with pytest.raises(md.ModelDirError, match=r'Pipeline: the detector argument \(with the detector of .*configuration\.json'
+                                               r'\) detector\.tiles'):
+        pipeline(TASK, model=starter_model_dir(), detector={'type': 'palm', 'tiles': 'sometimes'})
 
 
 def test_constructor_score_threshold_is_checked(tiny_dir):

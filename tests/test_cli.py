@@ -1102,3 +1102,10 @@ def test_train_names_an_unwritable_work_dir_before_building(tmp_path, capsys, mo
         code, _, err = run(['train', '--data', tmp_path, '--work-dir', wd], capsys)
         assert code == 1 and 'is not writable (Read-only file system)' in err and '--work-dir' in err, err
     assert built == [] and sorted(os.listdir(ro)) == []
+
+
+def test_export_rotations_and_no_rotations_together_is_a_usage_error(tmp_path, capsys):
+    """--rotations --no-rotations was accepted, the last one winning."""
+    code, _, err = run(['export', '--rotations', '--no-rotations', '--out', tmp_path / 'k.onnx'], capsys)
+    assert code == 2 and 'not allowed with argument' in err
+    assert list(tmp_path.iterdir()) == []

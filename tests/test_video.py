@@ -425,3 +425,23 @@ def test_output_created_while_processing_is_kept_and_so_are_the_results(video, t
     assert len(kept) == 2 and all(str(tmp_path / p) in str(e.value) for p in kept)
     assert len(read_video(tmp_path / [p for p in kept if p.endswith('.avi')][0])[0]) == N_FRAMES
     assert len((tmp_path / [p for p in kept if p.endswith('.jsonl')][0]).read_text().splitlines()) == N_FRAMES
+
+
+def test_truncated_video_is_processed_with_a_warning(video, tmp_path):
+    """A video cut off in the middle gave exit 0 and a summary of fewer frames without a word."""
+    data = video.read_bytes()
+    cut = tmp_path / 'cut.avi'
+    cut.write_bytes(data[:len(data) // 2])
+    declared = int(cv2.VideoCapture(str(cut)).get(cv2.CAP_PROP_FRAME_COUNT))
+    assert declared == N_FRAMES
+    with pytest.warns(UserWarning, match=rf'of the {N_FRAMES} frames the file declares could be read') as rec:
+        summary = process_video(str(cut), FakePredict(), tmp_path / 'o.avi', smoothing=False, progress=False)
+    assert 0 < summary['frames'] < N_FRAMES and summary['frames_declared'] == N_FRAMES
+    assert f"{summary['frames']} of the" in str(rec[0].message)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # the whole file, or stopped on purpose: no warning
+        assert process_video(str(video), FakePredict(), tmp_path / 'w.avi', smoothing=False,
+                             progress=False)['frames'] == N_FRAMES
+        assert process_video(str(cut), FakePredict(), tmp_path / 'm.avi', smoothing=False, progress=False,
+                             max_frames=2)['frames'] == 2

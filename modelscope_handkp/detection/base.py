@@ -130,6 +130,9 @@ def as_detections(boxes) -> Detections:
     if not np.isfinite(arr).all():
         raise ValueError('boxes contain NaN or infinite values; pass finite pixel coordinates '
                          '[x1, y1, x2, y2].')
+    if np.abs(arr[:, :4]).max() > 1e9:  # beyond any image (and float32's range near 3e38)
+        raise ValueError(f'boxes contain coordinates up to {np.abs(arr[:, :4]).max():.3g}, far beyond any image; '
+                         'pass pixel coordinates [x1, y1, x2, y2] of this image.')
     a32 = arr.astype(np.float32)  # the boxes are used in float32: a size that rounds to 0 there is 0
     bad = (a32[:, 2] <= a32[:, 0]) | (a32[:, 3] <= a32[:, 1])
     if bad.any():
