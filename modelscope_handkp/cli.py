@@ -201,8 +201,13 @@ def _folder_images(folder: str, exclude: str | None) -> tuple[list[tuple[str, st
     visited = {os.path.realpath(folder)}  # symlinked folders are searched too, each real folder once (no loops)
 
     def keep(root: str, d: str) -> bool:
+        nonlocal skipped
         full = os.path.join(root, d)
-        if d.startswith('.') or _inside(full, exclude):
+        if d.startswith('.'):
+            return False
+        if _inside(full, exclude):  # not searched; its images are counted as skipped
+            skipped += sum(1 for _, _, names in os.walk(full) for n in names
+                           if _is_image_file(n) and not n.startswith('.'))
             return False
         real = os.path.realpath(full)
         if real in visited:

@@ -910,6 +910,9 @@ def test_a_folder_inside_the_output_folder_holds_inputs(data_dir, tmp_path):
     # the output folder itself, or a folder around it, still skips the drawings in it
     images, errors = cli.collect_inputs([str(proj)], exclude_dir=str(proj))
     assert images == [] and 'inside the output folder' in errors[0]
+    # a folder around the output folder: the images in the output folder's sub-folders are counted too
+    images, errors = cli.collect_inputs([str(tmp_path)], exclude_dir=str(proj))
+    assert images == [] and 'all 2 images of this folder are inside the output folder' in errors[0]
     images, errors = cli.collect_inputs([str(tmp_path)], exclude_dir=str(proj / 'photos'))
     assert [im.rel for im in images] == [os.path.join('proj', 'old_drawing.jpg')]
 
