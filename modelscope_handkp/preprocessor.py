@@ -119,6 +119,27 @@ def _header_size(data: bytes):
     return None
 
 
+_VIDEO_HINT = ('for a video use `modelscope-handkp video FILE --out OUT.mp4`, or '
+               'modelscope_handkp.video.process_video in Python (tracked, smoothed hands per frame).')
+_HEIF_BRANDS = (b'heic', b'heix', b'heim', b'heis', b'hevc', b'hevx', b'mif1', b'msf1', b'avif', b'avis')
+
+
+def _container_kind(data: bytes):
+    """A short description of a video (or HEIC/AVIF) file that OpenCV did not decode as an image, or None."""
+    if data[4:8] == b'ftyp':
+        brand = data[8:12]
+        if brand in _HEIF_BRANDS:
+            return f'a HEIF/AVIF file (brand {brand.decode("latin-1").strip()!r})'
+        return 'a video (MP4/QuickTime)'
+    if data[:4] == b'RIFF' and data[8:12] == b'AVI ':
+        return 'a video (AVI)'
+    if data[:4] == b'\x1aE\xdf\xa3':
+        return 'a video (Matroska/WebM)'
+    if data[:6] in (b'GIF87a', b'GIF89a'):
+        return 'a GIF (animated images are videos)'
+    return None
+
+
 def decode_image_bytes(data: bytes, what: str, given_as_bytes: bool = False) -> np.ndarray:
     """Encoded image bytes -> RGB uint8 (H, W, 3).  ``given_as_bytes``: the caller passed the bytes
     themselves (a text error then suggests that a path was meant)."""
@@ -148,6 +169,11 @@ def decode_image_bytes(data: bytes, what: str, given_as_bytes: bool = False) -> 
             raise ImageReadError(f'{what} is a TIFF of a kind OpenCV cannot decode (e.g. 32-bit float or 1-bit '
                                  'samples, or an unusual compression); convert it to an 8- or 16-bit TIFF, PNG or '
                                  'JPEG.')
+        container = _container_kind(data)
+        if container is not None:
+            raise ImageReadError(f'{what} is {container}, not an image: '
+                                 + (_VIDEO_HINT if 'video' in container else
+                                    'convert it to JPEG or PNG (OpenCV cannot decode it).'))
         hint = ' (bytes are read as the encoded image itself; pass a file path as str)' if text and given_as_bytes \
             else ''
         raise ImageReadError(f'{what} is not a readable image ({kind}; first bytes {head[:8]!r}){hint}; pass a '

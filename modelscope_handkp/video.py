@@ -20,7 +20,9 @@ Outputs are written to hidden temporary files next to the targets and moved into
 ends, so a failure never leaves half-written files under the requested names (an output that appears
 while the video is processed is not replaced: the temporary files are then kept, named in the error).
 Ctrl-C (KeyboardInterrupt) stops the reading — the natural way to end a camera recording — and keeps
-the frames processed so far.
+the frames processed so far.  FFmpeg's own error lines (e.g. "moov atom not found") are silenced, as this
+module reports a video it cannot open in its own words: it sets ``OPENCV_FFMPEG_LOGLEVEL=8`` (fatal only)
+unless the variable is already set — set it yourself (e.g. to 32) to see FFmpeg's messages.
 
     from modelscope_handkp.video import process_video
     pipe = pipeline(Tasks.hand_2d_keypoints, model=MODEL_DIR, input_color='rgb')
@@ -107,6 +109,7 @@ def _open_capture(source):
     if isinstance(source, str) and os.path.isdir(source):
         raise IsADirectoryError(f'{source} is a folder, not a video; pass a video file (use `predict` for a '
                                 'folder of images).')
+    os.environ.setdefault('OPENCV_FFMPEG_LOGLEVEL', '8')  # AV_LOG_FATAL; read when FFmpeg is first used
     cap = cv2.VideoCapture(int(source) if _is_camera(source) else source)
     if not cap.isOpened():
         cap.release()

@@ -284,6 +284,24 @@ def test_float_tiff_gets_its_own_message(tiny, tmp_path):
         tiny(str(path))
 
 
+def test_video_file_passed_as_an_image_points_to_the_video_command(tiny, tmp_path):
+    path = tmp_path / 'clip.mp4'
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'mp4v'), 10, (64, 48))
+    for i in range(3):
+        w.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    w.release()
+    with pytest.raises(ImageReadError, match=r'is a video \(MP4/QuickTime\), not an image: for a video use '
+                                             r'`modelscope-handkp video FILE --out OUT.mp4`'):
+        tiny(str(path))
+    # the container signatures, byte for byte (AVI, Matroska/WebM, HEIF), as bytes input
+    for data, kind in ((b'RIFF\x00\x10\x00\x00AVI LIST' + bytes(20), r'a video \(AVI\)'),
+                       (b'\x1aE\xdf\xa3' + bytes(40), r'a video \(Matroska/WebM\)'),
+                       (b'\x00\x00\x00\x18ftypheic' + bytes(30), r"a HEIF/AVIF file \(brand 'heic'\).*convert it "
+                                                                    r'to JPEG or PNG')):
+        with pytest.raises(ImageReadError, match=kind):
+            tiny(data)
+
+
 def test_boxes_with_negative_size(tiny, photo):
     with pytest.raises(ValueError, match=r'zero or negative size.*x2 > x1.*convert \[x, y, w, h\]'):
         tiny(photo, boxes=[[50, 10, 20, 60]])

@@ -184,6 +184,27 @@ def test_never_overwrites_without_overwrite(video, tmp_path):
         process_video(video, FakePredict(), video, overwrite=True, progress=False)
 
 
+@pytest.mark.parametrize('user_level', [None, '16'])
+def test_ffmpeg_error_lines_are_silenced_unless_the_user_asks(tmp_path, user_level):
+    """An undecodable file gives our message only; FFmpeg's own line ("moov atom not found") appears only when
+    the user set OPENCV_FFMPEG_LOGLEVEL (the variable is read once per process: a fresh interpreter each)."""
+    import subprocess
+    import sys
+    bad = tmp_path / 'bad.mp4'
+    bad.write_text('not a video\n')
+    env = {k: v for k, v in os.environ.items() if k != 'OPENCV_FFMPEG_LOGLEVEL'}
+    if user_level is not None:
+        env['OPENCV_FFMPEG_LOGLEVEL'] = user_level
+    code = ('import sys\nfrom modelscope_handkp.video import VideoError, process_video\n'
+            'try:\n    process_video(sys.argv[1], lambda f: None, sys.argv[2], progress=False)\n'
+            'except VideoError as e:\n    print("VideoError:", e)\n')
+    r = subprocess.run([sys.executable, '-c', code, str(bad), str(tmp_path / 'o.mp4')], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert 'VideoError: cannot open video source' in r.stdout, r.stdout + r.stderr
+    # (FFmpeg's own logger writes to stderr; OpenCV's, used when the level is set, to stdout)
+    assert ('moov atom not found' in r.stdout + r.stderr) == (user_level is not None), r.stdout + r.stderr
+
+
 def test_bad_sources_and_outputs(tmp_path, video):
     with pytest.raises(FileNotFoundError, match='no such video file'):
         process_video(tmp_path / 'missing.mp4', FakePredict(), tmp_path / 'a.mp4', progress=False)
