@@ -180,6 +180,18 @@ def _is_image_file(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
+VIDEO_EXTENSIONS = ('.mp4', '.mov', '.m4v', '.avi', '.mkv', '.webm', '.mpg', '.mpeg', '.wmv', '.flv', '.3gp')
+
+
+def _video_hint(paths) -> str:
+    """'; it holds N video file(s) ... use `video`' for the no-images errors, or '' when none is a video."""
+    videos = [p for p in paths if p.lower().endswith(VIDEO_EXTENSIONS)]
+    if not videos:
+        return ''
+    return (f'; {len(videos)} video file(s) (e.g. {videos[0]}): videos are read by '
+            '`modelscope-handkp video FILE --out OUT.mp4`, one video each')
+
+
 def _same_folder(a: str, b: str | None) -> bool:
     return b is not None and os.path.realpath(a) == os.path.realpath(b)
 
@@ -290,7 +302,8 @@ def collect_inputs(items: list[str], exclude_dir: str | None = None) -> tuple[li
                               f'{exclude_dir}, where drawings are written, and are skipped; pass the folder of the '
                               'input images, or another --out.')
             elif not images:
-                errors.append(f'{item}: folder has no images ({"/".join(e[1:] for e in IMAGE_EXTENSIONS)}).')
+                videos = _video_hint(os.path.join(r, n) for r, _, names in os.walk(item) for n in sorted(names))
+                errors.append(f'{item}: folder has no images ({"/".join(e[1:] for e in IMAGE_EXTENSIONS)}){videos}.')
             for full, rel in images:
                 add(full, rel)
         elif os.path.exists(item):
@@ -317,7 +330,8 @@ def collect_inputs(items: list[str], exclude_dir: str | None = None) -> tuple[li
             if not hits:
                 why = (f'; {skipped} match(es) skipped: inside the output folder {exclude_dir}, where drawings are '
                        'written' if skipped else '')
-                errors.append(f'{item}: the pattern matches no image files ({", ".join(IMAGE_EXTENSIONS)}){why}.')
+                errors.append(f'{item}: the pattern matches no image files ({", ".join(IMAGE_EXTENSIONS)}){why}'
+                              f'{_video_hint(matches)}.')
         else:
             errors.append(f'{item}: no such file or folder.')
     names = _unique_names([rel for _, rel in found])

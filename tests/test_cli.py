@@ -1086,6 +1086,23 @@ def test_folders_and_globs_take_tiff_files(tmp_path):
     assert errors == [] and [im.rel for im in images] == ['a.tif']
 
 
+def test_folders_and_globs_of_videos_point_to_the_video_command(tmp_path):
+    (tmp_path / 'clips').mkdir()
+    for name in ('clips/a.MP4', 'clips/b.mov', 'clips/notes.txt'):
+        (tmp_path / name).write_bytes(b'x')
+    images, errors = cli.collect_inputs([str(tmp_path / 'clips')])
+    assert images == [] and len(errors) == 1
+    assert errors[0].startswith(f'{tmp_path / "clips"}: folder has no images (jpg/')
+    assert errors[0].endswith(f'; 2 video file(s) (e.g. {tmp_path / "clips" / "a.MP4"}): videos are read by '
+                              '`modelscope-handkp video FILE --out OUT.mp4`, one video each.')
+    images, errors = cli.collect_inputs([str(tmp_path / 'clips' / '*.mov')])
+    assert images == [] and errors[0].endswith('1 video file(s) (e.g. '
+                                               f'{tmp_path / "clips" / "b.mov"}): videos are read by '
+                                               '`modelscope-handkp video FILE --out OUT.mp4`, one video each.')
+    images, errors = cli.collect_inputs([str(tmp_path / 'clips' / '*.txt')])  # no videos: no hint
+    assert images == [] and 'video' not in errors[0]
+
+
 def test_train_names_an_unwritable_work_dir_before_building(tmp_path, capsys, monkeypatch):
     """A read-only work dir ended in a raw OSError from deep inside ModelScope's trainer."""
     import tempfile
