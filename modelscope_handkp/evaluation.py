@@ -86,8 +86,9 @@ class EasyCVMetric(Metric):
         return state
 
     def add(self, outputs, inputs):
-        if 'preds' in outputs:
+        if 'preds' in outputs:  # [B, K, 2], or EasyCV's [B, K, 3] (x, y, score)
             pred = to_numpy(outputs['preds'])
+            pred = pred[..., :2] if pred.ndim == 3 else pred
         elif 'keypoints' in outputs:
             pred = to_numpy(outputs['keypoints'])[..., :2]
         else:
@@ -112,12 +113,29 @@ class EasyCVMetric(Metric):
         pred, gt, vis, box, idx = (np.concatenate(x) for x in (self.preds, self.gts, self.visible, self.boxes,
                                                               self.indices))
         if np.all(idx >= 0):
-            idx, first = np.unique(idx, return_index=True)
+            uniq, first, inverse = np.unique(idx, return_index=True, return_inverse=True)
+            inverse = inverse.reshape(-1)
+            # a repeated index must be the same sample (what a distributed sampler adds); other hands with the
+            # same index (datasets numbered from 0 each, e.g. a torch ConcatDataset) would be dropped silently
+            same = (np.all((gt == gt[first][inverse]) | (np.isnan(gt) & np.isnan(gt[first][inverse])), axis=(1, 2))
+                    & np.all(vis == vis[first][inverse], axis=1) & np.all(box == box[first][inverse], axis=1))
+            if not same.all():
+                bad = int(idx[~same][0])
+                raise ValueError(f'evaluation samples with different ground truth share the index {bad}: each sample '
+                                 "of the evaluation set needs its own 'index' (a torch ConcatDataset numbers each "
+                                 'part from 0: pass the datasets to build_trainer as a list, '
+                                 'eval_dataset=[a, b], which numbers them through).')
+            idx = uniq
             pred, gt, vis, box = pred[first], gt[first], vis[first], box[first]
         return pred, gt, vis, box, idx
 
     def evaluate(self):
         pred, gt, vis, box, _ = self.arrays()
+        if not np.any(vis > 0):  # every metric is then 0.0: an EPE of 0 px would read as a perfect model
+            from modelscope.utils.logger import get_logger
+            get_logger().warning(f'the {len(vis)} evaluation hands have no visible keypoint (all visibility flags 0): '
+                                 'PCK, AUC, EPE and NME are 0.0 and say nothing about the model; check the '
+                                 "annotations' visibility flags (every third number of the *hand_kpts).")
         out = {}
         for ev in self.evaluators:
             out.update(ev(pred, gt, vis, box))

@@ -319,9 +319,19 @@ class HandCheckpointHook(Hook):
         self.best_epoch = None
 
     def state_dict(self):
-        return {'best_metric': self.best_metric, 'best_epoch': self.best_epoch}
+        return {'best_metric': self.best_metric, 'best_epoch': self.best_epoch, 'metric_key': self.metric_key,
+                'rule': self.rule}
 
     def load_state_dict(self, state):
+        saved = (state.get('metric_key', self.metric_key), state.get('rule', self.rule))
+        if saved != (self.metric_key, self.rule):
+            # the best value of another metric (a PCK of 0.8 against EPEs of 10 px) would never be beaten
+            from modelscope.utils.logger import get_logger
+            get_logger().warning(f'the best checkpoint was chosen by {saved[0]} ({saved[1]}) before this resume and '
+                                 f'is now chosen by {self.metric_key} ({self.rule}): {BEST_OUTPUT_DIR}/ and '
+                                 f'{BEST_INFO} are replaced at the next evaluation.')
+            self.best_metric = self.best_epoch = None
+            return
         self.best_metric = state.get('best_metric')
         self.best_epoch = state.get('best_epoch')
 

@@ -485,6 +485,10 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
             return self._dataset_from_config(model_cfg, mode, dkw)
         if isinstance(datasets, MsDataset):
             return self._from_ms_dataset(datasets, dkw, model_cfg)
+        if isinstance(datasets, ConcatDataset) and not isinstance(datasets, _IndexedConcat):
+            # each part numbers its samples from 0: the metric, which counts each index once (a distributed
+            # sampler repeats samples), kept only the first part's hands
+            return _IndexedConcat(datasets.datasets)
         if isinstance(datasets, Dataset):
             return datasets
         if isinstance(datasets, Mapping) and datasets and all(isinstance(v, MsDataset) for v in datasets.values()):
@@ -546,12 +550,24 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
             raise ValueError('no training data: pass train_dataset= (an MsDataset split, a COCO-WholeBody folder '
                              'or annotation file) to build_trainer, or set dataset.train.data_source in the '
                              'configuration.')
-        return self._loader(self.train_dataset, self.cfg.train.get('dataloader', {}), True, self.train_data_collator)
+        loader = self._loader(self.train_dataset, self.cfg.train.get('dataloader', {}), True, self.train_data_collator)
+        if len(loader) == 0:  # the LR schedule failed on it as "iters_per_epoch must be >= 1, got 0"
+            n, world = len(self.train_dataset), (dist.get_world_size() if self._dist else 1)
+            per_process = f' ({len(loader.sampler)} per process of {world})' if world > 1 else ''
+            why = (f'fewer than the batch size {loader.batch_size} with train.dataloader.drop_last=true' if n else
+                   'it is empty')
+            raise ValueError(f'no training iteration per epoch: the training set has {n} hands{per_process}, {why}. '
+                             'Lower the batch size (--batch-size / train.dataloader.batch_size_per_gpu), set '
+                             'drop_last to false, or add training data.')
+        return loader
 
     def get_eval_data_loader(self):
         if self.eval_dataset is None:
             raise ValueError('no evaluation data: pass eval_dataset= (an MsDataset split, a COCO-WholeBody folder '
                              'or annotation file) to build_trainer.')
+        if len(self.eval_dataset) == 0:  # all metrics would be 0.0, as if the model had found nothing
+            raise ValueError('the evaluation dataset is empty (0 hands): there is nothing to evaluate; pass a dataset '
+                             'with hands as eval_dataset.')
         cfg = self.cfg.safe_get('evaluation.dataloader') or self.cfg.train.get('dataloader', {})
         return self._loader(self.eval_dataset, cfg, False, self.eval_data_collator)
 
@@ -944,8 +960,28 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
         if self._epoch >= self._max_epochs:
             self.logger.info(f'training already finished ({self._epoch}/{self._max_epochs} epochs).')
             return
+        self._check_best_metric()
         self.model.train()
         self.train_loop(self.train_dataloader)
+
+    def _check_best_metric(self) -> None:
+        """The best checkpoint's metric must be one the evaluation computes: this failed only at the first
+        evaluation, after the first epoch (or interval) of training."""
+        from .hooks import HandCheckpointHook, HandEvaluationHook
+        if getattr(self, 'eval_dataset', None) is None or not any(isinstance(h, HandEvaluationHook)
+                                                                  for h in self.hooks):
+            return
+        names = set()
+        for cfg in self.metrics:
+            metric = _build_metric(cfg)
+            if not isinstance(metric, evaluation.EasyCVMetric):
+                return  # another metric's names are known only once it has run
+            names.update(n for ev in metric.evaluators for n in ev.metric_names)
+        for hook in self.hooks:
+            if isinstance(hook, HandCheckpointHook) and hook.save_best and hook.metric_key not in names:
+                raise ValueError(f'the best checkpoint is chosen by {hook.metric_key!r} (train.checkpoint.best.'
+                                 f'metric_key), which the evaluation does not compute (it computes {sorted(names)}); '
+                                 'add it to evaluation.metrics evaluators\' metric_names or choose one of these.')
 
     def _check_start_checkpoint(self, path, resume: bool, overwrite: bool):
         """Refuse, before the work_dir is touched, a start checkpoint that is missing or that this run deletes."""

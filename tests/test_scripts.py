@@ -113,6 +113,29 @@ def test_train_small_never_starts_silently_from_weights_of_an_earlier_init_from(
     assert cfg['model']['image_size'] == [128, 128] and cfg['train']['max_epochs'] == 8
 
 
+def test_train_small_other_processes_wait_for_this_runs_configuration(tmp_path):
+    """The processes > 0 of a torchrun started as soon as init_model/configuration.json existed: one left by an
+    earlier run with other settings (--overwrite --size 96) built another network there than in process 0, and a
+    file being written could be read half."""
+    import threading
+    import time
+    ts = load(TOOLS / 'train_small.py', 'train_small_under_test')
+    dst = tmp_path / 'init_model'
+    ts.small_model_dir(str(dst), 96, 16, 1, False)  # the earlier run
+    path = dst / 'configuration.json'
+    want = ts.model_configuration_text(128, 16, 1)
+    assert path.read_text() != want
+    with pytest.raises(SystemExit, match=r'process 1: .*configuration.json was not written with this run.s settings'):
+        ts.wait_for_configuration(str(path), want, 1, timeout=0.5)
+    writer = threading.Timer(0.5, ts.small_model_dir, (str(dst), 128, 16, 1, True))
+    t0 = time.time()
+    writer.start()
+    ts.wait_for_configuration(str(path), want, 1, timeout=30)
+    writer.join()
+    assert time.time() - t0 >= 0.45 and path.read_text() == want
+    assert json.loads(want)['model']['image_size'] == [128, 128] and not list(dst.glob('*.tmp.*'))
+
+
 def test_train_small_init_from_a_missing_folder_says_what_to_pass(tmp_path):
     wd = tmp_path / 'wd'
     proc = run_script(TOOLS / 'train_small.py', '--data', tmp_path, '--work-dir', wd, '--init-from', tmp_path / 'nope')

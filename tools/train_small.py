@@ -82,7 +82,6 @@ def small_model_dir(dst: str, size: int, width: int, blocks: int, overwrite: boo
     Weights that an earlier ``--init-from`` run left in ``dst`` are never used silently by a run without
     ``--init-from`` (the trainer would start from them): they are removed with ``overwrite``, kept with
     ``resume`` (the run being continued started from them), else a ``FileExistsError`` says so."""
-    from modelscope_handkp.model_dir import handkp_configuration
     from modelscope_handkp.models import hrnet_extra, hrnet_model_cfg
     mc = hrnet_model_cfg(hrnet_extra(width, blocks=blocks, modules=tuple(modules), stem_blocks=stem_blocks),
                          image_size=(size, size))
@@ -98,6 +97,36 @@ def small_model_dir(dst: str, size: int, width: int, blocks: int, overwrite: boo
             raise ValueError(f'--init-from {init_from}: its network is not the one asked for here (--size {size} '
                              f'--width {width} --blocks {blocks} --modules {" ".join(map(str, modules))} '
                              f'--stem-blocks {stem_blocks}); pass the same network options.')
+    text = model_configuration_text(size, width, blocks, augment, modules, stem_blocks)
+    path = os.path.join(dst, 'configuration.json')
+    if os.path.exists(path) and open(path).read() != text and not overwrite:
+        raise FileExistsError(f'{path} exists with other settings; pass --overwrite or another --work-dir.')
+    stale = os.path.join(dst, 'pytorch_model.pt')
+    if init_from is None and os.path.exists(stale) and not resume:
+        if not overwrite:
+            raise FileExistsError(f'{stale} holds the weights of an earlier --init-from run, which this run would '
+                                  'start from; pass --init-from again, --overwrite to train from random weights, '
+                                  'or another --work-dir.')
+        os.remove(stale)
+    os.makedirs(dst, exist_ok=True)
+    if init_from is not None:
+        import shutil
+        shutil.copyfile(os.path.join(init_from, 'pytorch_model.pt'), os.path.join(dst, 'pytorch_model.pt'))
+    # written last and renamed into place: the other processes of a torchrun start when they read this text
+    tmp = f'{path}.tmp.{os.getpid()}'
+    with open(tmp, 'w') as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return dst
+
+
+def model_configuration_text(size: int, width: int, blocks: int, augment: str = 'standard', modules=(1, 1, 2, 1),
+                             stem_blocks: int = 2) -> str:
+    """The configuration.json text of :func:`small_model_dir`'s model directory."""
+    from modelscope_handkp.model_dir import handkp_configuration
+    from modelscope_handkp.models import hrnet_extra, hrnet_model_cfg
+    mc = hrnet_model_cfg(hrnet_extra(width, blocks=blocks, modules=tuple(modules), stem_blocks=stem_blocks),
+                         image_size=(size, size))
     cfg = handkp_configuration(mc, {'type': 'none'})
     cfg['dataset'] = {
         'train': {'type': 'HandCocoWholeBodyDataset', 'pipeline': train_pipeline(size, augment)},
@@ -113,24 +142,24 @@ def small_model_dir(dst: str, size: int, width: int, blocks: int, overwrite: boo
                          'metrics': {'type': 'EasyCVMetric', 'evaluators': [
                              {'type': 'KeyPointEvaluator', 'metric_names': ['PCK', 'AUC', 'EPE', 'NME'],
                               'pck_thr': 0.2, 'auc_nor': 30}]}}
-    path = os.path.join(dst, 'configuration.json')
-    text = json.dumps(cfg, indent=2) + '\n'
-    if os.path.exists(path) and open(path).read() != text and not overwrite:
-        raise FileExistsError(f'{path} exists with other settings; pass --overwrite or another --work-dir.')
-    stale = os.path.join(dst, 'pytorch_model.pt')
-    if init_from is None and os.path.exists(stale) and not resume:
-        if not overwrite:
-            raise FileExistsError(f'{stale} holds the weights of an earlier --init-from run, which this run would '
-                                  'start from; pass --init-from again, --overwrite to train from random weights, '
-                                  'or another --work-dir.')
-        os.remove(stale)
-    os.makedirs(dst, exist_ok=True)
-    with open(path, 'w') as f:
-        f.write(text)
-    if init_from is not None:
-        import shutil
-        shutil.copyfile(os.path.join(init_from, 'pytorch_model.pt'), os.path.join(dst, 'pytorch_model.pt'))
-    return dst
+    return json.dumps(cfg, indent=2) + '\n'
+
+
+def wait_for_configuration(path: str, want: str, rank: int, timeout: float = 600.0) -> None:
+    """Wait (process ``rank`` > 0 of a torchrun) until process 0 has written ``want`` to ``path``."""
+    import time
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with open(path) as f:
+                if f.read() == want:
+                    return
+        except FileNotFoundError:
+            pass
+        if time.time() > deadline:
+            raise SystemExit(f'process {rank}: {path} was not written with this run\'s settings within '
+                             f'{timeout:.0f} s; see the output of process 0.')
+        time.sleep(0.2)
 
 
 def main(argv=None):
@@ -188,10 +217,12 @@ def main(argv=None):
                             modules=args.modules, stem_blocks=args.stem_blocks)
         except (FileExistsError, FileNotFoundError, ValueError) as e:
             ap.error(str(e))
-    if int(os.environ.get('WORLD_SIZE', 1)) > 1:
-        import time
-        while not os.path.exists(os.path.join(model_dir, 'configuration.json')):
-            time.sleep(0.2)
+    if int(os.environ.get('WORLD_SIZE', 1)) > 1 and rank != 0:
+        # wait for THIS run's configuration: one left by an earlier run (other --size, --width ...) built another
+        # network here than in process 0, and a file being written was read half
+        wait_for_configuration(os.path.join(model_dir, 'configuration.json'),
+                               model_configuration_text(args.size, args.width, args.blocks, args.augment,
+                                                        args.modules, args.stem_blocks), rank)
     steps = [max(1, round(args.epochs * 0.75))]
     trainer = build_trainer(Trainers.easycv, default_args=dict(
         model=model_dir, train_dataset=args.data, eval_dataset=args.data, work_dir=work_dir,

@@ -1,0 +1,140 @@
+"""Training / evaluation defects found by a review (each test failed before its fix)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import ConcatDataset, Dataset
+
+import modelscope_handkp  # noqa: F401  (registers the trainer, hooks, metric)
+from modelscope_handkp.datasets import CocoWholeBodyHandDataset
+from modelscope_handkp.evaluation import EasyCVMetric
+from modelscope_handkp.hooks import HandCheckpointHook
+from test_trainer import build, make_tiny_model_dir, open_hands_subset
+
+K = 21
+
+
+@pytest.fixture(scope='module')
+def tiny_dir(reference_dir, tmp_path_factory):
+    return make_tiny_model_dir(tmp_path_factory.mktemp('tiny') / 'model', reference_dir)
+
+
+@pytest.fixture(scope='module')
+def val_parts(data_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('data')
+    return (open_hands_subset(data_dir, tmp / 'a', 'val', 4, 0), open_hands_subset(data_dir, tmp / 'b', 'val', 4, 4))
+
+
+def test_a_torch_concat_dataset_is_evaluated_whole(tiny_dir, val_parts, tmp_path):
+    """Each part of a torch ConcatDataset numbers its samples from 0; the metric counts each index once (for the
+    repeats of a distributed sampler), so only the first part's 4 hands were scored, silently."""
+    kw = dict(data_cfg={'image_size': (64, 64)}, test_mode=True)
+    parts = [CocoWholeBodyHandDataset(p['ann_file'], p['img_prefix'], **kw) for p in val_parts]
+    seen = []
+    t = build(tiny_dir, tmp_path / 'c', None, ConcatDataset(parts))
+    values = t.evaluate(saving_fn=lambda inputs, outputs: seen.extend(int(i) for i in inputs['index']))
+    assert sorted(seen) == list(range(8))
+    as_list = build(tiny_dir, tmp_path / 'l', None, list(val_parts)).evaluate()  # same seed: same weights
+    assert values == as_list
+    first_only = build(tiny_dir, tmp_path / 'f', None, val_parts[0]).evaluate()
+    assert values['EPE'] != first_only['EPE']
+
+
+def test_metric_refuses_different_samples_with_one_index():
+    gt = np.arange(2 * K * 2, dtype=np.float32).reshape(2, K, 2)
+    batch = {'joints': torch.from_numpy(gt), 'visible': torch.ones(2, K), 'bbox': torch.tensor([[0., 0, 50, 50]] * 2),
+             'index': torch.tensor([0, 1])}
+    m = EasyCVMetric()
+    m.add({'preds': torch.from_numpy(gt + 1)}, batch)
+    m.add({'preds': torch.from_numpy(gt + 1)}, batch)  # a sampler's repeats: counted once
+    assert len(m.arrays()[0]) == 2 and m.evaluate()['EPE'] == pytest.approx(np.sqrt(2), rel=1e-6)
+    other = dict(batch, joints=torch.from_numpy(gt + 5))
+    m.add({'preds': torch.from_numpy(gt + 1)}, other)
+    with pytest.raises(ValueError, match="different ground truth share the index 0: each sample of the evaluation"):
+        m.evaluate()
+
+
+def test_metric_takes_easycv_preds_with_scores():
+    """EasyCV's top-down models return preds [B, K, 3] (x, y, score); they were reshaped into garbage pairs."""
+    gt = np.random.default_rng(0).uniform(0, 50, (3, K, 2)).astype(np.float32)
+    batch = {'joints': torch.from_numpy(gt), 'visible': torch.ones(3, K), 'bbox': torch.tensor([[0., 0, 40, 40]] * 3),
+             'index': torch.arange(3)}
+    pred = gt + np.float32(3.0)
+    m2, m3 = EasyCVMetric(), EasyCVMetric()
+    m2.add({'preds': pred}, batch)
+    m3.add({'preds': np.concatenate([pred, np.full((3, K, 1), 0.9, np.float32)], axis=-1)}, batch)
+    assert m3.evaluate() == m2.evaluate()
+    assert m3.evaluate()['EPE'] == pytest.approx(3 * np.sqrt(2), rel=1e-5)
+
+
+def test_a_batch_larger_than_the_training_set_with_drop_last_says_so(tiny_dir, data_dir, tmp_path):
+    train = open_hands_subset(data_dir, tmp_path, 'train', 6)
+    t = build(tiny_dir, tmp_path / 'w', train, None, {'train.max_epochs': 1, 'train.dataloader.batch_size_per_gpu': 8,
+                                                       'train.dataloader.drop_last': True})
+    with pytest.raises(ValueError, match=r'no training iteration per epoch: the training set has 6 hands, fewer than '
+                                         r'the batch size 8 with train.dataloader.drop_last=true'):
+        t.train()
+
+
+class _Empty(Dataset):
+    def __len__(self):
+        return 0
+
+    def __getitem__(self, i):
+        raise IndexError(i)
+
+
+def test_an_empty_evaluation_set_is_refused_not_scored_zero(tiny_dir, tmp_path):
+    t = build(tiny_dir, tmp_path / 'w', None, _Empty())
+    with pytest.raises(ValueError, match=r'the evaluation dataset is empty \(0 hands\)'):
+        t.evaluate()
+
+
+def test_resume_with_another_best_metric_starts_a_new_best():
+    """The best PCK (0.8) of the run was kept as the best EPE after a resume with metric_key EPE: no EPE (in px)
+    is below 0.8, so output_best/ was never updated again."""
+    before = HandCheckpointHook(metric_key='PCK', rule='max')
+    before.best_metric, before.best_epoch = 0.8, 3
+    after = HandCheckpointHook(metric_key='EPE', rule='min')
+    after.load_state_dict(json.loads(json.dumps(before.state_dict())))
+    assert after.best_metric is None and after._better(12.5)
+    same = HandCheckpointHook(metric_key='PCK', rule='max')
+    same.load_state_dict(before.state_dict())
+    assert same.best_metric == 0.8 and same.best_epoch == 3 and not same._better(0.7)
+    legacy = HandCheckpointHook()  # a training state written before the metric was saved with it
+    legacy.load_state_dict({'best_metric': 0.6, 'best_epoch': 2})
+    assert legacy.best_metric == 0.6
+
+
+def test_a_best_metric_the_evaluation_does_not_compute_is_refused_before_training(tiny_dir, val_parts, data_dir,
+                                                                                   tmp_path):
+    """It failed at the first evaluation, after a whole epoch (or evaluation interval) of training."""
+    train = open_hands_subset(data_dir, tmp_path, 'train', 4)
+    metrics = {'type': 'EasyCVMetric', 'evaluators': [{'type': 'KeyPointEvaluator', 'metric_names': ['AUC', 'EPE']}]}
+    t = build(tiny_dir, tmp_path / 'w', train, val_parts[0], {'train.max_epochs': 1, 'evaluation.metrics': metrics})
+    before = {k: v.clone() for k, v in t.hand_net.state_dict().items()}
+    with pytest.raises(ValueError, match=r"best checkpoint is chosen by 'PCK' .*which the evaluation does not compute "
+                                         r"\(it computes \['AUC', 'EPE'\]\)"):
+        t.train()
+    assert t.iter == 0 and all(torch.equal(v, t.hand_net.state_dict()[k]) for k, v in before.items())
+    ok = build(tiny_dir, tmp_path / 'ok', train, val_parts[0],
+               {'train.max_epochs': 1, 'evaluation.metrics': metrics,
+                'train.checkpoint.best': {'metric_key': 'EPE', 'rule': 'min'}})
+    ok.train()
+    assert json.loads((tmp_path / 'ok' / 'best.json').read_text())['metric'] == 'EPE'
+
+
+def test_an_evaluation_without_visible_keypoints_warns_that_its_zeros_mean_nothing(caplog):
+    import logging
+    caplog.set_level(logging.WARNING, logger='modelscope')
+    gt = np.full((2, K, 2), 20.0, np.float32)
+    batch = {'joints': torch.from_numpy(gt), 'visible': torch.zeros(2, K), 'bbox': torch.tensor([[0., 0, 40, 40]] * 2),
+             'index': torch.arange(2)}
+    m = EasyCVMetric()
+    m.add({'preds': torch.from_numpy(gt + 30)}, batch)
+    assert m.evaluate() == {'PCK': 0.0, 'AUC': 0.0, 'EPE': 0.0, 'NME': 0.0}
+    assert 'the 2 evaluation hands have no visible keypoint' in caplog.text
+    caplog.clear()
+    m.add({'preds': torch.from_numpy(gt + 30)}, dict(batch, visible=torch.ones(2, K), index=torch.arange(2, 4)))
+    assert m.evaluate()['EPE'] == pytest.approx(30 * np.sqrt(2), rel=1e-6) and 'no visible' not in caplog.text
