@@ -923,6 +923,14 @@ def cmd_train(args) -> int:
         val_ds = _dataset_arg(args.val, args.val_split, args.img_prefix)
     elif isinstance(train_ds, str) and os.path.isdir(train_ds):
         val_ds = train_ds  # the trainer picks the folder's val split
+        from .datasets.coco_wholebody_hand import DatasetError, resolve_split_folder
+        try:
+            resolve_split_folder(train_ds, None, train=False)
+        except DatasetError as e:  # e.g. a folder with train.json only: train without evaluation, and say so
+            val_ds = None
+            print(f'modelscope-handkp: warning: no validation split in --data {args.data} ({e}) Training runs '
+                  'without evaluation: no metrics and no output_best/; pass --val DIR_OR_ANN to evaluate.',
+                  file=sys.stderr)
     else:
         val_ds = None
     work_dir = os.path.abspath(args.work_dir)
@@ -1153,7 +1161,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help='training data: dataset folder (annotations/*.json + images/), annotation file, or '
                         'ModelScope dataset id owner/name')
     p.add_argument('--val', default=None, metavar='DIR_OR_MSDATASET',
-                   help='validation data (default: the val split of a --data folder)')
+                   help='validation data (default: the val split of a --data folder; none: no evaluation)')
     p.add_argument('--img-prefix', default=None, metavar='DIR',
                    help='image folder of annotation files given to --data/--val (default: found next to them)')
     p.add_argument('--train-split', default='train', help='split of a hub --data (default: train)')
@@ -1172,7 +1180,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser('eval', parents=[common], help='PCK / AUC / EPE / NME on a dataset with its GT boxes',
+    p = sub.add_parser('eval', aliases=['evaluate'], parents=[common], help='PCK / AUC / EPE / NME on a dataset with its GT boxes',
                        description='Evaluate a model on COCO-WholeBody hand annotations (GT boxes); prints JSON.')
     _add_model(p, required=True)
     p.add_argument('--data', required=True, metavar='DIR_OR_ANN',

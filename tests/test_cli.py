@@ -775,6 +775,28 @@ def test_train_one_epoch_then_predict(tiny_dir, data_dir, images, tmp_path, caps
     assert code == 2
 
 
+def test_train_on_a_folder_without_a_val_split_trains_without_evaluation(tiny_dir, data_dir, tmp_path, capsys):
+    """train --data FOLDER with train.json only was refused ("the evaluation split was asked for") and the CLI
+    had no way to train without validation."""
+    root = data_dir / 'open_hands'
+    folder = tmp_path / 'ds'
+    (folder / 'annotations').mkdir(parents=True)
+    _subset(root / 'annotations' / 'train.json', folder / 'annotations' / 'train.json', 4)
+    os.symlink(root / 'images', folder / 'images')
+    wd = tmp_path / 'work'
+    code, lines, err = run(['train', '--data', folder, '--work-dir', wd, '--model', tiny_dir, '--epochs', '1',
+                            '--batch-size', '4', '--workers', '0', '--device', 'cpu'], capsys)
+    assert code == 0, err
+    assert f'warning: no validation split in --data {folder}' in err
+    assert 'Training runs without evaluation: no metrics and no output_best/; pass --val DIR_OR_ANN' in err
+    assert lines[-1]['epochs'] == 1 and lines[-1]['metrics'] == {} and 'best_model_dir' not in lines[-1]
+    assert (wd / 'output' / 'pytorch_model.pt').is_file() and not (wd / 'output_best').exists()
+    # `evaluate` is the same command as `eval`
+    code, lines, err = run(['evaluate', '--model', wd / 'output', '--data', folder / 'annotations' / 'train.json',
+                            '--batch-size', '4', '--workers', '0', '--device', 'cpu'], capsys)
+    assert code == 0 and set(lines[-1]['metrics']) >= {'PCK', 'AUC', 'EPE', 'NME'}, err
+
+
 # ----------------------------------------------------------------------------- video
 def test_video_max_frames(tiny_dir, images, tmp_path, capsys):
     pytest.importorskip('modelscope_handkp.video')
