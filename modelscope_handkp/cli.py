@@ -1175,7 +1175,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help='override configuration keys, e.g. train.optimizer.lr=0.001 (values parsed as JSON)')
     p.add_argument('--resume', action='store_true', help='continue the run in --work-dir')
     p.add_argument('--skip-invalid', action='store_true',
-                   help='skip (log and count) missing images and malformed annotations instead of stopping')
+                   help='skip (log and count) missing, corrupt or truncated images and malformed annotations '
+                        'instead of stopping (every image is checked when the annotations are loaded)')
     p.add_argument('--overwrite', action='store_true', help='replace a previous run in --work-dir')
     _add_device(p)
     p.set_defaults(func=cmd_train)
@@ -1190,7 +1191,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--split', default='validation', help='split of a hub --data (default: validation)')
     p.add_argument('--no-flip', action='store_true', help='no flip test')
     p.add_argument('--skip-invalid', action='store_true',
-                   help='skip (log and count) missing images and malformed annotations instead of stopping')
+                   help='skip (log and count) missing, corrupt or truncated images and malformed annotations '
+                        'instead of stopping (every image is checked when the annotations are loaded)')
     p.add_argument('--batch-size', type=int, default=None, metavar='N')
     p.add_argument('--workers', type=int, default=None, metavar='N')
     p.add_argument('--cfg-options', nargs='+', default=None, metavar='KEY=VALUE')

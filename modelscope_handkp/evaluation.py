@@ -75,6 +75,14 @@ class EasyCVMetric(Metric):
                 raise ValueError(f'EasyCVMetric evaluator {ev!r} is not supported; supported types: '
                                  f'{list(SUPPORTED_EVALUATORS)}.')
             self.evaluators.append(KeyPointEvaluatorSettings(**dict(ev)))
+        seen: dict = {}
+        for i, ev in enumerate(self.evaluators):  # one result per name: a second PCK would replace the first
+            for name in ev.metric_names:
+                if name in seen:
+                    raise ValueError(f'EasyCVMetric evaluators {seen[name]} and {i} both compute {name!r}, and one '
+                                     'would replace the other in the results; give each metric name to one '
+                                     'evaluator (e.g. a second PCK threshold needs its own evaluation run).')
+                seen[name] = i
         self.reset()
 
     def reset(self):

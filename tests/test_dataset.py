@@ -250,6 +250,28 @@ def test_truncated_jpeg_is_an_error_not_a_grey_image(tmp_path):
         ds[1]
 
 
+def test_skip_invalid_skips_corrupt_and_truncated_images_when_loading(tmp_path, caplog):
+    """--skip-invalid skipped missing images only: a corrupt or truncated one stopped the run in __getitem__,
+    possibly hours into an epoch."""
+    root, ann = make_dataset(tmp_path / 'ds', n=4)
+    (root / 'images' / 'img_1.png').write_text('not an image')
+    data = cv2.imencode('.jpg', cv2.imread(str(root / 'images' / 'img_2.png')))[1].tobytes()
+    (root / 'images' / 'img_2.png').write_bytes(data[:len(data) // 3])
+    with caplog.at_level(logging.WARNING, logger='modelscope_handkp.datasets'):
+        ds = CocoWholeBodyHandDataset(str(ann), str(root / 'images'), skip_invalid=True, test_mode=True)
+    assert len(ds) == 2 and ds.skipped == 2 and list(ds.records.ann_ids) == [500, 503]
+    assert 'img_1.png' in ds.records.skipped[0] and 'cannot be decoded' in ds.records.skipped[0]
+    assert 'img_2.png' in ds.records.skipped[1] and 'is a truncated JPEG' in ds.records.skipped[1]
+    assert 'skipped 2 invalid entries' in caplog.text
+    np.testing.assert_array_equal(ds[1]['joints'], ds.records.joints[1])  # the kept samples load
+    # without skip_invalid the error, when it comes, names the way out
+    ds = CocoWholeBodyHandDataset(str(ann), str(root / 'images'))
+    assert len(ds) == 4
+    with pytest.raises(DatasetError, match=r'img_1\.png.*cannot be decoded.*or pass skip_invalid=True \(CLI: '
+                                           r'--skip-invalid\), which checks every image when the annotations'):
+        ds[1]
+
+
 # ----------------------------------------------------------------------------- augmentation
 def test_random_parameters_follow_easycv():
     aug = TopDownAugmentation(flip_prob=0.5, scale_factor=0.25, rot_factor=30, rot_prob=0.6)

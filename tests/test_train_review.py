@@ -138,3 +138,13 @@ def test_an_evaluation_without_visible_keypoints_warns_that_its_zeros_mean_nothi
     caplog.clear()
     m.add({'preds': torch.from_numpy(gt + 30)}, dict(batch, visible=torch.ones(2, K), index=torch.arange(2, 4)))
     assert m.evaluate()['EPE'] == pytest.approx(30 * np.sqrt(2), rel=1e-6) and 'no visible' not in caplog.text
+
+
+def test_two_evaluators_computing_one_metric_are_refused():
+    """Two KeyPointEvaluators with PCK (e.g. thresholds 0.1 and 0.2) silently kept only the last PCK."""
+    with pytest.raises(ValueError, match=r"evaluators 0 and 1 both compute 'PCK'"):
+        EasyCVMetric(evaluators=[{'type': 'KeyPointEvaluator', 'metric_names': ['PCK'], 'pck_thr': 0.1},
+                                 {'type': 'KeyPointEvaluator', 'metric_names': ['PCK', 'EPE'], 'pck_thr': 0.2}])
+    m = EasyCVMetric(evaluators=[{'type': 'KeyPointEvaluator', 'metric_names': ['PCK'], 'pck_thr': 0.1},
+                                 {'type': 'KeyPointEvaluator', 'metric_names': ['EPE']}])
+    assert [ev.metric_names for ev in m.evaluators] == [['PCK'], ['EPE']]
