@@ -38,7 +38,7 @@ directory's choice.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -231,7 +231,9 @@ class HandKeypointsPipeline(Pipeline):
         if not isinstance(image, (str, os.PathLike, np.ndarray, Image.Image, bytes, bytearray, memoryview)):
             raise TypeError(f'unsupported image input of type {type(image).__name__}; pass a file path, a PIL.Image, '
                             "a numpy array (H, W, 3) in BGR order (input_color='rgb' for RGB), encoded image bytes, "
-                            "a dict {'image': one of these} (e.g. an MsDataset row), or a list of these.")
+                            "a dict {'image': one of these} (e.g. an MsDataset row), or a list of these"
+                            + (' (ModelScope pipelines take lists, not iterators: pass list(...))'
+                               if isinstance(image, (tuple, Iterator)) else '') + '.')
 
     def _collate_fn(self, data):
         return data  # the image stays a numpy array; crops are made and moved to the device in forward()

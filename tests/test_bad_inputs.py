@@ -248,8 +248,14 @@ def test_bad_numpy_and_other_objects(tiny):
         tiny({'not': 'an image'})
     with pytest.raises(TypeError, match='unsupported image input of type int'):
         tiny({'image': 5})
-    with pytest.raises(TypeError, match='unsupported image input of type NoneType'):
+    with pytest.raises(TypeError, match='unsupported image input of type NoneType') as err:
         tiny(None)
+    assert 'list(...)' not in str(err.value)
+    # ModelScope runs lists one by one but hands a generator or tuple over whole: say to pass a list
+    with pytest.raises(TypeError, match=r'of type generator.*take lists, not iterators: pass list\(\.\.\.\)'):
+        tiny(p for p in ['a.jpg'])
+    with pytest.raises(TypeError, match=r'of type tuple.*pass list\(\.\.\.\)'):
+        tiny((np.zeros((4, 4, 3), np.uint8),) * 2)
     # float images in [0, 1] are scaled, not rejected
     f = np.random.default_rng(0).random((30, 40, 3)).astype(np.float32)
     np.testing.assert_array_equal(tiny(f)[OutputKeys.KEYPOINTS],
