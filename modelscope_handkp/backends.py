@@ -46,6 +46,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import tempfile
 import threading
 from pathlib import Path
@@ -58,7 +59,7 @@ from . import codec
 from . import decode_torch
 from .model_dir import test_settings
 from .models.fuse import fold_batchnorm
-from .models.topdown import flip_back_heatmaps
+from .models.topdown import as_hand_network, flip_back_heatmaps
 
 __all__ = ['make_backend', 'available_backends', 'AUTO_ORDER', 'KINDS', 'EagerBackend', 'FusedBackend',
            'OnnxRuntimeBackend', 'OpenVinoBackend', 'AutoBackend', 'BackendError', 'onnx_cache_dir', 'model_fingerprint',
@@ -91,8 +92,10 @@ def onnx_cache_dir() -> Path:
     base = Path(env) if env else Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'modelscope_handkp'
     preferred = base / 'onnx'
     reasons = []
-    for candidate in (preferred, Path(tempfile.gettempdir()) / f'modelscope_handkp-{os.getuid()}' / 'onnx'):
+    for candidate in (preferred, None):
         try:
+            if candidate is None:
+                candidate = _temporary_cache_dir()
             candidate.mkdir(parents=True, exist_ok=True)
             if os.access(candidate, os.W_OK):
                 if reasons:
@@ -106,8 +109,26 @@ def onnx_cache_dir() -> Path:
                        f'directory: {reasons[-1]}); set MODELSCOPE_HANDKP_CACHE to one.')
 
 
+def _temporary_cache_dir() -> Path:
+    """``<tmp>/modelscope_handkp-<uid>/onnx``, the fallback cache: its top folder is made private (0700),
+    and one that is not this user's own, private folder is refused (OSError): in a shared temporary
+    directory anyone can create that name first and leave graphs there, which would then be run as this
+    model (wrong keypoints) or as OpenVINO compiled blobs."""
+    top = Path(tempfile.gettempdir()) / f'modelscope_handkp-{os.getuid()}'
+    top.parent.mkdir(parents=True, exist_ok=True)
+    top.mkdir(mode=0o700, exist_ok=True)
+    st = os.lstat(top)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        owner = 'a symbolic link' if stat.S_ISLNK(st.st_mode) else (
+            f'owned by user id {st.st_uid}' if st.st_uid != os.getuid() else
+            f'writable by other users (mode {stat.S_IMODE(st.st_mode):o})')
+        raise PermissionError(f'{top} is {owner}, so graphs found there cannot be trusted')
+    return top / 'onnx'
+
+
 def model_fingerprint(model: nn.Module) -> str:
     """sha256 (hex, 20 chars) of the model's tensors, config and the exporter versions."""
+    model = as_hand_network(model)
     h = hashlib.sha256()
     h.update(json.dumps(getattr(model, 'cfg', {}), sort_keys=True, default=str).encode())
     h.update(f'export-v{EXPORT_VERSION} torch-{torch.__version__}'.encode())
@@ -133,7 +154,7 @@ def cached_onnx(model: nn.Module, stem: str, export, what: str) -> Path:
     path = onnx_cache_dir() / f'{stem}-{model_fingerprint(model)}.onnx'
     if path.exists() and not _loads(path):
         logger.warning('the cached %s %s is damaged; exporting it again', what, path)
-        path.unlink()
+        path.unlink(missing_ok=True)  # another process may have replaced it already
     if not path.exists():
         require_module('onnx', 'onnx')  # the exporter checks every graph with it
         logger.info('exporting the %s to %s (once per model)', what, path)
@@ -211,6 +232,7 @@ class _Backend:
     name = 'base'
 
     def __init__(self, model: nn.Module, num_threads: int | None = None):
+        model = as_hand_network(model)  # Model.from_pretrained's wrapper: its network and test settings
         self.model = model.eval()
         cfg = _test_cfg(model)
         self.shift = bool(getattr(model, 'shift_heatmap', cfg.get('shift_heatmap', True)))
@@ -304,7 +326,7 @@ class FusedBackend(_Backend):
     def __init__(self, model: nn.Module, num_threads: int | None = None, channels_last: bool = True):
         super().__init__(model, num_threads)
         self.channels_last = bool(channels_last)
-        self.net = fold_batchnorm(model)
+        self.net = fold_batchnorm(self.model)
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
 
@@ -320,7 +342,7 @@ class _OnnxFileBackend(_Backend):
     def __init__(self, model: nn.Module, num_threads: int | None = None, onnx_path=None):
         super().__init__(model, num_threads)
         self.threads = int(num_threads) if num_threads else physical_cores()
-        self.onnx_path = Path(onnx_path) if onnx_path else self._cached_graph(model)
+        self.onnx_path = Path(onnx_path) if onnx_path else self._cached_graph(self.model)
 
     @staticmethod
     def _cached_graph(model: nn.Module) -> Path:
@@ -503,7 +525,7 @@ def make_backend(model: nn.Module, kind: str = 'auto', num_threads: int | None =
     """
     if kind not in KINDS + ('auto', ):
         raise ValueError(f"unknown backend kind {kind!r}; choose one of {('auto', ) + KINDS}")
-    model = model.eval()
+    model = as_hand_network(model).eval()
     if kind != 'auto':
         backend = _CLASSES[kind](model, num_threads, **options)
         if self_check:

@@ -49,7 +49,7 @@ from torch import nn
 from .decode_torch import HeatmapDecoder
 from .model_dir import new_file_mode, test_settings
 from .models.fuse import fold_batchnorm, is_folded
-from .models.topdown import flip_back_heatmaps
+from .models.topdown import as_hand_network, flip_back_heatmaps
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ['KeypointGraph', 'export_keypoint_onnx', 'export_keypoint_net', 'export_decoder_onnx',
@@ -70,6 +70,7 @@ class KeypointGraph(nn.Module):
     def __init__(self, model: nn.Module, flip_test: bool = True, post_process: str | None = FROM_MODEL,
                  kernel: int | None = None, fold_bn: bool = True):
         super().__init__()
+        model = as_hand_network(model)
         test_cfg = (getattr(model, 'cfg', {}) or {}).get('test_cfg', {}) or {}
         self.net = fold_batchnorm(model) if fold_bn and not is_folded(model) else model.eval()
         self.flip_test = bool(flip_test)
@@ -282,6 +283,7 @@ def export_keypoint_onnx(model: nn.Module, path, flip_test: bool = True, rotatio
     """
     opset = check_opset(opset)
     path = _check_target(path, overwrite)
+    model = as_hand_network(model)
     graph = KeypointGraph(model, flip_test=flip_test, post_process=post_process, kernel=kernel)
     w, h = (int(v) for v in getattr(model, 'input_size', (256, 256)))
     n = 2
@@ -303,6 +305,7 @@ def export_keypoint_net(model: nn.Module, path, opset: int = DEFAULT_OPSET, over
     """Write the network alone (``crops -> heatmaps``, BatchNorm folded) to ``path``."""
     opset = check_opset(opset)
     path = _check_target(path, overwrite)
+    model = as_hand_network(model)
     net = model if is_folded(model) else fold_batchnorm(model)
     w, h = (int(v) for v in getattr(model, 'input_size', (256, 256)))
     meta = _model_metadata(model)

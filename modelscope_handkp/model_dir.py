@@ -289,19 +289,45 @@ def keypoint_model_cfg(cfg: Mapping, fmt: str | None = None, where: str = CONFIG
     return out
 
 
-def test_settings(model_cfg: Mapping):
+def test_settings(model_cfg: Mapping, where: str | None = None):
     """(flip_test, post_process, kernel) of a model section's ``test_cfg``, checked; the one reader of
-    these keys (``kernel`` is accepted as an alias of ``modulate_kernel``)."""
+    these keys (``kernel`` is accepted as an alias of ``modulate_kernel``).  ``where`` (the
+    configuration file) starts the error messages."""
+    try:
+        return _test_settings(model_cfg)
+    except ModelDirError as e:
+        if where is None:
+            raise
+        raise ModelDirError(f'{where}: {e}') from None
+
+
+def _test_settings(model_cfg: Mapping):
     test_cfg = (model_cfg or {}).get('test_cfg') or {}
     post = test_cfg.get('post_process', 'unbiased')
     if post in ('none', 'None', False):
         post = None
     if post not in ('unbiased', 'default', None):
         raise ModelDirError(f"model.test_cfg.post_process must be 'unbiased', 'default' or null, got {post!r}.")
-    kernel = int(test_cfg.get('modulate_kernel', test_cfg.get('kernel', 11)))
-    if kernel < 1 or kernel % 2 == 0:
-        raise ModelDirError(f'model.test_cfg.modulate_kernel must be a positive odd integer, got {kernel}.')
+    raw_kernel = test_cfg.get('modulate_kernel', test_cfg.get('kernel', 11))
+    try:
+        if isinstance(raw_kernel, bool) or isinstance(raw_kernel, float) and not raw_kernel.is_integer():
+            raise ValueError
+        kernel = int(raw_kernel)
+    except (TypeError, ValueError):
+        kernel = None
+    if kernel is None or kernel < 1 or kernel % 2 == 0:
+        raise ModelDirError(f'model.test_cfg.modulate_kernel must be a positive odd integer, got {raw_kernel!r}.')
+    for key in ('flip_test', 'shift_heatmap'):
+        _check_flag(test_cfg.get(key, True), f'model.test_cfg.{key}')
     return bool(test_cfg.get('flip_test', True)), post, kernel
+
+
+def _check_flag(value, where: str) -> None:
+    """``value`` must be true/false (or 0/1): ``bool('false')`` is True, so a quoted "false" would switch
+    the setting on."""
+    if isinstance(value, bool) or type(value) is int and value in (0, 1):
+        return
+    raise ModelDirError(f'{where} must be true or false (JSON booleans, without quotes), got {value!r}.')
 
 
 def _score_threshold(value, where):
@@ -405,7 +431,7 @@ def validate_configuration(cfg: Mapping, where: str = CONFIG_FILE, model_dir=Non
         raise ModelDirError(f"{where} is missing the key 'pipeline' (with its 'type'), which ModelScope's pipeline() "
                             f'needs; add "pipeline": {{"type": "{name}"}}.')
     model_cfg = keypoint_model_cfg(cfg, fmt, where)
-    test_settings(model_cfg)
+    test_settings(model_cfg, where)
     detector_spec(cfg, model_dir, fmt, where)
     return fmt
 
@@ -421,7 +447,7 @@ def load_model_spec(model_dir, require_weights: bool = True, config: Mapping | N
     fmt = config_format(cfg, where)
     _check_task(cfg, where)
     model_cfg = keypoint_model_cfg(cfg, fmt, where)
-    flip, post, kernel = test_settings(model_cfg)
+    flip, post, kernel = test_settings(model_cfg, where)
     checkpoint = path / WEIGHTS_FILE
     if not checkpoint.is_file():
         if require_weights:

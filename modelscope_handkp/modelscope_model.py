@@ -56,8 +56,11 @@ class HandKeypointsModel(TorchModel):
         self.spec = spec
         try:
             net = build_hand_model(spec.model_cfg)
-        except (ValueError, KeyError, TypeError) as e:
-            raise md.ModelDirError(f'the model section of {model_dir or "the given config"} cannot be built: {e}') from e
+        except (ValueError, KeyError, TypeError, IndexError) as e:
+            what = str(e) if isinstance(e, ValueError) else (
+                f'{type(e).__name__}: {e}; check model.backbone / model.keypoint_head against the published '
+                'configuration.json')
+            raise md.ModelDirError(f'the model section of {model_dir or "the given config"} cannot be built: {what}') from e
         if net._parameters or net._buffers:  # pragma: no cover - guards the layout assumption below
             raise TypeError('TopDownHandModel grew direct parameters; HandKeypointsModel must register them too.')
         # register the network's children directly: state_dict keys stay backbone.* / keypoint_head.*

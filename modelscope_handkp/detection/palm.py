@@ -765,13 +765,14 @@ def load_palm_weights(model: BlazePalm, weights=None) -> BlazePalm:
             f'palm detector weights {path} not found. The package ships palm_detection_full.pt and '
             f'palm_detection_lite.pt in {WEIGHTS_DIR}; to regenerate them run '
             f'`python tools/convert_palm_detector.py` (needs `pip install tflite` and PyPI access).')
-    state = torch.load(path, map_location='cpu', weights_only=True)
-    if not isinstance(state, dict):
-        raise ValueError(f'{path} is not a palm detector weights file (expected a dict of tensors)')
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f'{path} does not fit BlazePalm({model.variant!r}): missing {missing[:5]}, '
-                         f'unexpected {unexpected[:5]}; is it the {model.variant} variant?')
+    from ..checkpoint import CheckpointError, check_state_dict, read_state_dict
+    try:  # a safe read (weights_only) with the checkpoint reader's messages for truncated / foreign files
+        state = read_state_dict(str(path))
+        check_state_dict(model, state)  # missing, unexpected and wrongly shaped keys, before anything is loaded
+    except CheckpointError as e:
+        raise ValueError(f'{path} is not usable as the weights of BlazePalm({model.variant!r}) (is it the '
+                         f'{model.variant} variant, converted by tools/convert_palm_detector.py?): {e}') from None
+    model.load_state_dict(state, strict=True)
     return model
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import copy
 
 from .hrnet import HRNET_W18_EXTRA, HRNet, hrnet_extra
-from .topdown import TopDownHandModel, flip_back_heatmaps
+from .topdown import TopDownHandModel, as_hand_network, flip_back_heatmaps
 
 __all__ = ['build_hand_model', 'default_model_cfg', 'hrnet_model_cfg', 'HRNet', 'TopDownHandModel',
-           'flip_back_heatmaps', 'hrnet_extra', 'HRNET_W18_EXTRA']
+           'flip_back_heatmaps', 'as_hand_network', 'hrnet_extra', 'HRNET_W18_EXTRA']
 
 
 def hrnet_model_cfg(extra: dict | None = None, num_keypoints: int = 21, image_size=(256, 256)) -> dict:

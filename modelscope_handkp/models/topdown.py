@@ -42,6 +42,15 @@ def _check_sizes(input_size, heatmap_size) -> None:
                          'that (or leave it out).')
 
 
+def as_hand_network(model):
+    """The :class:`TopDownHandModel` of ``model``: itself, or the network inside the ModelScope wrapper
+    (:class:`~modelscope_handkp.modelscope_model.HandKeypointsModel`, what ``Model.from_pretrained`` returns,
+    whose ``forward`` gives a dict and whose ``cfg`` is the whole configuration.json); other modules as
+    they are."""
+    inner = model.__dict__.get('hand_model') if isinstance(model, nn.Module) else None
+    return inner if isinstance(inner, TopDownHandModel) else model
+
+
 class TopDownHandModel(nn.Module):
     """Normalised RGB crops [N, 3, H, W] -> heatmaps [N, K, H/4, W/4]."""
 
