@@ -1034,9 +1034,10 @@ def cmd_export(args) -> int:
     existed = os.path.exists(args.out)
     staged = detector is not None and existed
     kp_target = partial_path(args.out) if staged else args.out
-    path = export_keypoint_onnx(net, kp_target, flip_test=not args.no_flip, rotations=rotations,
+    flip = bool(spec.flip_test) and not args.no_flip  # the model's test_cfg.flip_test, as in predict
+    path = export_keypoint_onnx(net, kp_target, flip_test=flip, rotations=rotations,
                                 opset=args.opset, overwrite=args.overwrite and not staged)
-    out = {'keypoints_onnx': str(args.out), 'flip_test': not args.no_flip, 'rotations_input': bool(rotations)}
+    out = {'keypoints_onnx': str(args.out), 'flip_test': flip, 'rotations_input': bool(rotations)}
     try:
         if detector is not None:
             out['detector_onnx'] = str(export_detector_onnx(detector, args.detector_out, opset=args.opset,
@@ -1206,7 +1207,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(p, help_extra='; default: the bundled starter model, else the hub model ' + hub_model_id())
     p.add_argument('--out', required=True, metavar='FILE.onnx', help='keypoint graph')
     p.add_argument('--detector-out', default=None, metavar='FILE.onnx', help='detector graph (raw outputs): SSDLite or palm detector')
-    p.add_argument('--no-flip', action='store_true', help='no flip test inside the graph')
+    p.add_argument('--no-flip', action='store_true',
+                   help="no flip test inside the graph (default: the model's test_cfg.flip_test)")
     rot = p.add_mutually_exclusive_group()
     rot.add_argument('--rotations', dest='rotations', action='store_true', default=None,
                      help='add a 4th input, crop rotations in degrees (default: on for palm-detector models)')

@@ -61,21 +61,21 @@ DEFAULT_OPSET = 17
 # DARK decoding with mistyped nodes that ONNX Runtime refuses.  The SSDLite detector has no such op.
 MIN_OPSET = 11
 _MIN_DETECTOR_OPSET = 9
-FROM_MODEL = 'from_model'  # post_process default: the model's test_cfg
+FROM_MODEL = 'from_model'  # flip_test / post_process default: the model's test_cfg
 
 
 class KeypointGraph(nn.Module):
     """crops + crop geometry -> (keypoints, scores): network, flip test and decoding in one module."""
 
-    def __init__(self, model: nn.Module, flip_test: bool = True, post_process: str | None = FROM_MODEL,
+    def __init__(self, model: nn.Module, flip_test: bool | str = FROM_MODEL, post_process: str | None = FROM_MODEL,
                  kernel: int | None = None, fold_bn: bool = True):
         super().__init__()
         model = as_hand_network(model)
         test_cfg = (getattr(model, 'cfg', {}) or {}).get('test_cfg', {}) or {}
         self.net = fold_batchnorm(model) if fold_bn and not is_folded(model) else model.eval()
-        self.flip_test = bool(flip_test)
         self.shift = bool(getattr(model, 'shift_heatmap', test_cfg.get('shift_heatmap', True)))
-        _, model_post, model_kernel = test_settings(getattr(model, 'cfg', None))
+        model_flip, model_post, model_kernel = test_settings(getattr(model, 'cfg', None))
+        self.flip_test = model_flip if isinstance(flip_test, str) and flip_test == FROM_MODEL else bool(flip_test)
         if post_process == FROM_MODEL:
             post_process = model_post
         if post_process in ('none', 'None', False):
@@ -272,13 +272,13 @@ def _model_metadata(model: nn.Module) -> dict:
                 pixel_scale=1.0 / 255.0, scale_unit_px=200.0)
 
 
-def export_keypoint_onnx(model: nn.Module, path, flip_test: bool = True, rotations: bool = False,
+def export_keypoint_onnx(model: nn.Module, path, flip_test: bool | str = FROM_MODEL, rotations: bool = False,
                          post_process: str | None = FROM_MODEL, kernel: int | None = None, opset: int = DEFAULT_OPSET,
                          overwrite: bool = False) -> Path:
     """Write the keypoint graph (network + flip test + decoding) to ``path``; returns the path.
 
-    ``post_process`` (``'unbiased'``, ``'default'`` or ``None`` for plain argmax) and ``kernel``
-    default to the model's ``test_cfg`` ('unbiased', 11).  With
+    ``flip_test``, ``post_process`` (``'unbiased'``, ``'default'`` or ``None`` for plain argmax) and
+    ``kernel`` default to the model's ``test_cfg`` (true, 'unbiased', 11), as in the pipeline.  With
     ``rotations`` the graph takes a 4th input, the crop rotations in degrees.
     """
     opset = check_opset(opset)

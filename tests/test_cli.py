@@ -611,6 +611,33 @@ def test_export_onnx_matches_pipeline(tiny_dir, images, tmp_path, capsys):
     np.testing.assert_allclose(scores, ref[..., 2:], atol=1e-4)
 
 
+def test_export_follows_the_models_flip_test_setting(tiny_dir, images, tmp_path, capsys):
+    """export wrote a flip-test graph for a model whose test_cfg.flip_test is false: its keypoints differed from
+    the pipeline's for the same directory."""
+    pytest.importorskip('onnx')
+    ort = pytest.importorskip('onnxruntime')
+    import shutil
+    model = tmp_path / 'noflip'
+    shutil.copytree(tiny_dir, model)
+    cfg = json.loads((model / 'configuration.json').read_text())
+    cfg['model']['test_cfg']['flip_test'] = False
+    (model / 'configuration.json').write_text(json.dumps(cfg))
+    out = tmp_path / 'kp.onnx'
+    code, lines, err = run(['export', '--model', model, '--out', out], capsys)
+    assert code == 0 and lines == [{'keypoints_onnx': str(out), 'flip_test': False, 'rotations_input': False}], err
+    from modelscope_handkp.transforms import box_to_center_scale, crop_to_tensor
+    rgb = cv2.cvtColor(cv2.imread(images[0]), cv2.COLOR_BGR2RGB)
+    box = [40.0, 120.0, 160.0, 240.0]
+    c, s = box_to_center_scale(np.asarray([box], np.float32), 'xyxy', image_size=(64, 64))
+    crops = crop_to_tensor(rgb, c, s, image_size=(64, 64)).numpy()
+    coords, _ = ort.InferenceSession(str(out), providers=['CPUExecutionProvider']).run(
+        None, {'crops': crops, 'centers': np.asarray(c, np.float32), 'scales': np.asarray(s, np.float32)})
+    pipe = hand_pipeline(str(model))
+    np.testing.assert_allclose(coords, pipe(images[0], boxes=[box])['keypoints'][..., :2], atol=1e-3)
+    flipped = pipe(images[0], boxes=[box], flip_test=True)['keypoints'][..., :2]
+    assert np.abs(coords - flipped).max() > 1e-2  # the two settings differ on this model: the check can fail
+
+
 def test_export_detector_onnx(reference_dir, ssdlite_synth_state_dict, tmp_path, capsys):
     onnx = pytest.importorskip('onnx')
     model = Path(tiny_model_dir(tmp_path / 'det_model', detector={
