@@ -461,3 +461,28 @@ def test_panorama_wider_than_opencv_warps_allow():
     assert (diff < 0.5).all(), diff  # a wrong mapping from the shrunk copy gives 2-9 here
     assert det.detect(np.zeros((5, 40000, 3), np.uint8)).shape == (0, 5)
     assert det.detect(np.zeros((33000, 3), np.uint8)).shape == (0, 5)
+
+
+def test_conversion_failing_midway_leaves_the_old_pair_of_files(tmp_path, monkeypatch):
+    """The .pt went through a fixed '.pt.part' name and the .json was written in place after it: a failure
+    could leave a new .pt next to the old .json (or a .part file behind)."""
+    from modelscope_handkp.detection import tflite_convert as tc
+    (tmp_path / 'palm_detection_lite.pt').write_bytes(b'old weights')
+    (tmp_path / 'palm_detection_lite.json').write_text('{"old": true}\n')
+    src = tmp_path / 'x.tflite'
+    src.write_bytes(b'stub')
+    monkeypatch.setattr(tc, '_import_tflite', lambda: None)
+    monkeypatch.setattr(tc, 'read_tflite', lambda path: None)
+    monkeypatch.setattr(tc, 'tflite_to_state_dict', lambda graph, variant: (
+        {'w': torch.ones(2)}, {'tflite_sha256': tc.TFLITE_SHA256[variant], 'bad': object()}))  # not JSON
+    with pytest.raises(TypeError, match='not JSON serializable'):
+        tc.convert_palm_detector(src, tmp_path, 'lite', overwrite=True)
+    assert (tmp_path / 'palm_detection_lite.pt').read_bytes() == b'old weights'
+    assert (tmp_path / 'palm_detection_lite.json').read_text() == '{"old": true}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['palm_detection_lite.json', 'palm_detection_lite.pt',
+                                                         'x.tflite']
+    monkeypatch.setattr(tc, 'tflite_to_state_dict', lambda graph, variant: (
+        {'w': torch.ones(2)}, {'tflite_sha256': tc.TFLITE_SHA256[variant]}))
+    out = tc.convert_palm_detector(src, tmp_path, 'lite', overwrite=True)
+    assert torch.equal(torch.load(out, weights_only=True)['w'], torch.ones(2))
+    assert json.loads((tmp_path / 'palm_detection_lite.json').read_text())['tflite_sha256'] == tc.TFLITE_SHA256['lite']

@@ -178,6 +178,29 @@ def test_make_starter_model_overwrite_keeps_folders_put_there_by_hand(tmp_path):
 
 
 @needs_starter
+def test_make_starter_model_failing_to_move_the_new_folder_keeps_the_old(tmp_path, monkeypatch):
+    """The old folder was removed before the new one was moved in: a failure in between left no model."""
+    msm = load(TOOLS / 'make_starter_model.py', 'make_starter_model_under_test')
+    dest = tmp_path / 'starter_model'
+    args = [str(STARTER), '--dest', str(dest), '--card', str(STARTER / 'README.md')]
+    msm.main(args)
+    (dest / 'mine.txt').write_text('mine')
+    before = {p.name: p.read_bytes() for p in dest.iterdir()}
+    real = msm.os.replace
+
+    def failing(a, b):
+        if Path(a).name == 'starter_model' and Path(b) == dest:
+            raise OSError(28, 'No space left on device')
+        return real(a, b)
+
+    monkeypatch.setattr(msm.os, 'replace', failing)
+    with pytest.raises(OSError, match='No space left'):
+        msm.main(args + ['--overwrite'])
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['starter_model']
+
+
+@needs_starter
 def test_make_starter_model_checks_the_card_before_touching_anything(tmp_path):
     msm = load(TOOLS / 'make_starter_model.py', 'make_starter_model_under_test')
     dest = tmp_path / 'starter_model'

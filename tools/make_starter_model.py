@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -101,9 +102,15 @@ def main(argv=None):
                 shutil.copytree(p, stage / p.name, symlinks=True)
             else:
                 shutil.copy2(p, stage / p.name)
+        # swapped, not removed then moved: a failure in between left no starter model at all
         if dest.exists():
-            shutil.rmtree(dest)
-        shutil.move(str(stage), str(dest))
+            os.replace(dest, Path(tmp) / 'replaced')  # removed with tmp once the new folder is in place
+        try:
+            os.replace(stage, dest)
+        except OSError:
+            if (Path(tmp) / 'replaced').exists():
+                os.replace(Path(tmp) / 'replaced', dest)
+            raise
     print(f'wrote {dest} ({size_mb:.1f} MB weights)')
 
 

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import partial_path
+
 __all__ = ['MEDIAPIPE_VERSION', 'TFLITE_SHA256', 'VARIANTS', 'fetch_palm_tflite', 'read_tflite',
            'tflite_to_state_dict', 'convert_palm_detector', 'default_cache_dir', 'TFLiteGraph']
 
@@ -400,8 +402,16 @@ def convert_palm_detector(tflite_path=None, out_dir='.', variant: str = 'full', 
                       f'(sha256 {info["tflite_sha256"]}); the converted weights will differ from the '
                       f'shipped ones.')
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = pt_path.with_suffix('.pt.part')
-    torch.save(state, tmp)
-    os.replace(tmp, pt_path)
-    json_path.write_text(json.dumps(info, indent=1, sort_keys=False) + '\n')
+    # both files are written to temporary names first and renamed only when both are complete: a failure
+    # leaves neither half-written files nor a new .pt next to an old .json
+    pt_tmp, json_tmp = (partial_path(str(p)) for p in (pt_path, json_path))
+    try:
+        torch.save(state, pt_tmp)
+        Path(json_tmp).write_text(json.dumps(info, indent=1, sort_keys=False) + '\n')
+        os.replace(pt_tmp, pt_path)
+        os.replace(json_tmp, json_path)
+    finally:
+        for p in (pt_tmp, json_tmp):
+            if os.path.exists(p):
+                os.remove(p)
     return pt_path
