@@ -47,11 +47,12 @@ class HandKeypointsModel(TorchModel):
             spec = md.load_model_spec(model_dir, require_weights=load_weights)
             if overrides:
                 spec.model_cfg.update(overrides)
-                spec.flip_test, spec.post_process, spec.kernel = md.test_settings(spec.model_cfg)
+                spec.flip_test, spec.post_process, spec.kernel = md.test_settings(
+                    spec.model_cfg, f'{model_dir} (with the settings passed to the model)')
         else:
             cfg = default_model_cfg()
             cfg.update(overrides)
-            flip, post, kernel = md.test_settings(cfg)
+            flip, post, kernel = md.test_settings(cfg, 'the settings passed to the model')
             spec = md.ModelSpec(None, md.FORMAT_HANDKP, {}, cfg, None, flip, post, kernel)
         self.spec = spec
         try:
@@ -140,7 +141,19 @@ class HandKeypointsModel(TorchModel):
     def forward_heatmaps(self, images: torch.Tensor, flip_test: bool | None = None) -> torch.Tensor:
         """Normalised RGB crops [N, 3, H, W] -> heatmaps [N, K, h, w] (flip test in the same forward)."""
         flip = self.flip_test if flip_test is None else bool(flip_test)
+        self._check_crops(images)
         return self.hand_model.forward_heatmaps(images.to(self.device), flip_test=flip)
+
+    def _check_crops(self, images) -> None:
+        """[N, 3, H, W] at the network's input size: other sizes failed deep in the network with a bare
+        'size of tensor a (50) must match ...' (and the decoding assumes this size)."""
+        w, h = (int(v) for v in self.hand_model.input_size)
+        shape = tuple(images.shape)
+        if len(shape) != 4 or shape[1] != 3 or shape[2:] != (h, w):
+            raise ValueError(f'crops must be a tensor [N, 3, {h}, {w}] (normalised RGB, this model\'s input size '
+                             f'{w}x{h}), got shape {list(shape)}; make them with '
+                             'modelscope_handkp.transforms.crop_to_tensor(image, centers, scales, '
+                             f'image_size=({w}, {h})), or use the pipeline for images.')
 
     def decode(self, heatmaps, centers, scales, rotations=None) -> np.ndarray:
         """Heatmaps -> keypoints float32 [N, K, 3] (x, y, score) in image pixels."""
@@ -168,6 +181,7 @@ class HandKeypointsModel(TorchModel):
             if target is None or target_weight is None:
                 raise ValueError('training forward needs target [N, K, h, w] and target_weight [N, K, 1] '
                                  '(the heatmap targets of the batch); call model.eval() for inference.')
+            self._check_crops(img)
             return self.hand_model.forward_train(img.to(self.device), target.to(self.device),
                                                  target_weight.to(self.device))
         heatmaps = self.forward_heatmaps(img)

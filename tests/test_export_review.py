@@ -166,3 +166,25 @@ def test_damaged_or_foreign_palm_weights_are_named(tmp_path):
         build_palm_detector('full', weights=default_weights_path('lite'), backend='eager')
     det = build_palm_detector('lite', weights=default_weights_path('lite'), backend='eager')
     assert det.detect(np.zeros((64, 48, 3), np.uint8)).shape == (0, 5)
+
+
+def test_crops_of_another_size_are_named_not_a_bare_shape_error(tmp_path):
+    """200x200 crops for a 64x64 model ended in 'The size of tensor a (50) must match ...' deep in HRNet."""
+    model = HandKeypointsModel(str(_write_dir(tmp_path / 'm'))).eval()
+    ok = torch.zeros(2, 3, 64, 64)
+    assert model(ok)['heatmaps'].shape == (2, 21, 16, 16)
+    for bad in (torch.zeros(2, 3, 200, 200), torch.zeros(3, 64, 64), torch.zeros(2, 1, 64, 64)):
+        with pytest.raises(ValueError, match=r"crops must be a tensor \[N, 3, 64, 64\] .*got shape "
+                                             + str(list(bad.shape)).replace('[', r'\[').replace(']', r'\]')
+                                             + r'; make them with modelscope_handkp\.transforms\.crop_to_tensor'):
+            model(bad)
+    model.train()
+    with pytest.raises(ValueError, match=r'crops must be a tensor \[N, 3, 64, 64\]'):
+        model(torch.zeros(2, 3, 96, 96), target=torch.zeros(2, 21, 24, 24), target_weight=torch.ones(2, 21, 1))
+
+
+def test_bad_test_settings_passed_to_the_model_say_where_they_came_from(tmp_path):
+    d = _write_dir(tmp_path / 'm')
+    with pytest.raises(md.ModelDirError, match=r'm \(with the settings passed to the model\): '
+                                               r'model\.test_cfg\.flip_test must be true or false'):
+        HandKeypointsModel(str(d), test_cfg={'flip_test': 'no'})
