@@ -206,6 +206,10 @@ def _wrap_read_config(original):
     def read_config(model_id_or_path, *args, **kwargs):
         from . import model_dir as md
         local = isinstance(model_id_or_path, (str, os.PathLike)) and os.path.isdir(model_id_or_path)
+        if local and os.path.isfile(os.path.join(model_id_or_path, md.CONFIG_FILE)):
+            # a broken file is named before ModelScope reads it: its reader's temporary copy outlives its
+            # folder on a parse error, and an "Exception ignored ... FileNotFoundError" traceback follows
+            md.read_configuration(model_id_or_path)
         try:
             cfg = original(model_id_or_path, *args, **kwargs)
         except Exception:

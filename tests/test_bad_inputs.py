@@ -428,6 +428,7 @@ def test_published_configuration_with_missing_keys(tmp_path, official_dir, name,
             pipeline(TASK, model=str(d))
 
 
+@pytest.mark.filterwarnings('error::pytest.PytestUnraisableExceptionWarning')  # no stray traceback after our error
 def test_broken_configuration_files(tmp_path, tiny_dir):
     d = tmp_path / 'broken'
     shutil.copytree(tiny_dir, d)
