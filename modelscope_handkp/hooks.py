@@ -404,13 +404,16 @@ class HandEvaluationHook(EvaluationHook):
 # ------------------------------------------------------------------------------------------- logging
 class HandTextLoggerHook(TextLoggerHook):
     """ModelScope's ``TextLoggerHook`` plus ``img_per_s`` and ``eta`` (seconds and h:mm:ss) in every
-    training record, and every record appended to ``<work_dir>/train_log.jsonl``.
+    training record, and every record appended to ``<work_dir>/train_log.jsonl``.  A record every
+    ``interval`` iterations of an epoch and one for the iterations after its last full interval (averaged
+    over those; ``ignore_last=True`` drops them, as ModelScope's default does).
 
     The ``lr`` of a training record is the learning rate the logged iteration was trained with (read
     before the iteration); the scheduler hooks put the next iteration's rate there, as they step first."""
 
     def __init__(self, interval=10, **kwargs):
         kwargs.pop('by_epoch', None)
+        kwargs.setdefault('ignore_last', False)  # the end of each epoch is logged (see after_train_iter)
         super().__init__(by_epoch=True, interval=interval, **kwargs)
         self._t0 = None
         self._iter0 = 0
@@ -418,6 +421,20 @@ class HandTextLoggerHook(TextLoggerHook):
 
     def before_train_iter(self, trainer):
         self._iter_lr = AddLrLogHook._lr(trainer)
+
+    def after_train_iter(self, trainer):
+        # the iterations after an epoch's last full interval get a record too, averaged over those iterations
+        # only (ModelScope either drops them, ignore_last, or averages the last `interval` values, which
+        # repeats iterations of the record before)
+        rest = (trainer.inner_iter + 1) % self.interval
+        if rest and self.end_of_epoch(trainer) and not self.ignore_last:
+            self.fetch_tensor(trainer, rest)
+            trainer.log_buffer.average(rest)
+            self.log(trainer)
+            if self.reset_flag:
+                trainer.log_buffer.clear_output()
+            return
+        super().after_train_iter(trainer)
 
     def before_run(self, trainer):
         super().before_run(trainer)

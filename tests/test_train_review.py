@@ -148,3 +148,21 @@ def test_two_evaluators_computing_one_metric_are_refused():
     m = EasyCVMetric(evaluators=[{'type': 'KeyPointEvaluator', 'metric_names': ['PCK'], 'pck_thr': 0.1},
                                  {'type': 'KeyPointEvaluator', 'metric_names': ['EPE']}])
     assert [ev.metric_names for ev in m.evaluators] == [['PCK'], ['EPE']]
+
+
+def test_the_iterations_after_the_last_full_logging_interval_get_their_own_record(tiny_dir, data_dir, tmp_path):
+    """With 4 iterations per epoch and interval 3, iteration 4 of each epoch was never logged (ModelScope's
+    ignore_last); its record now holds the loss of that iteration alone, not a mean that repeats 2 and 3."""
+    train = open_hands_subset(data_dir, tmp_path / 'data', 'train', 16)
+    logs = {}
+    for interval in (1, 3):
+        wd = tmp_path / f'i{interval}'
+        build(tiny_dir, wd, train, None, {'train.max_epochs': 2, 'train.logging.interval': interval}).train()
+        logs[interval] = [r for r in map(json.loads, (wd / 'train_log.jsonl').read_text().splitlines())
+                          if r['mode'] == 'train']
+    one = {r['total_iter']: r['loss'] for r in logs[1]}
+    assert sorted(one) == list(range(1, 9))
+    assert [r['total_iter'] for r in logs[3]] == [3, 4, 7, 8]
+    got = {r['total_iter']: r['loss'] for r in logs[3]}
+    for end, first in ((3, 1), (4, 4), (7, 5), (8, 8)):
+        assert got[end] == pytest.approx(np.mean([one[i] for i in range(first, end + 1)]), rel=1e-4), end
