@@ -179,6 +179,8 @@ class HeatmapCodec:
         self.input_size = tuple(int(v) for v in input_size)
         self.heatmap_size = tuple(int(v) for v in heatmap_size)
         self.sigma = float(sigma)
+        if not (np.isfinite(self.sigma) and self.sigma > 0):  # sigma 0 drew 0/0 = NaN at every centre
+            raise ValueError(f'sigma must be a positive number of heatmap pixels, got {sigma!r}')
         self.unbiased_encoding = bool(unbiased_encoding)
         self.post_process = post_process
         self.kernel = int(kernel)
@@ -207,12 +209,23 @@ class HeatmapCodec:
         # the Gaussian is drawn only where it is > 0.5 -- a low-confidence keypoint trains, at its small
         # weight, toward an empty map
         weight = np.clip(np.nan_to_num(vis, nan=0.0), 0.0, 1.0).astype(np.float32)
+        # NaN/inf coordinates (unlabelled keypoints) train nothing: weight 0 and an empty map (the original
+        # raised on int(nan) or drew a NaN map, which a zero weight does not cancel: NaN * 0 = NaN)
+        finite = np.isfinite(mu).all(axis=-1)
+        weight[~finite] = 0
+        mu = np.where(finite[..., None], mu, np.float32(0.0))
         tmp = self.sigma * 3
         if self.unbiased_encoding:
             lo, hi = mu - tmp, mu + tmp + 1
+            centre = mu
         else:
             mu = np.trunc(mu + np.float32(0.5))  # int(x + 0.5) as the original
             lo, hi = np.trunc(mu - tmp), np.trunc(mu + tmp + 1)
+            # the original pastes g[i] = exp(-(i - x0)^2 / 2 sigma^2), x0 = (2 tmp + 1) // 2, i = 0, 1, ... at
+            # pixel ul + i, ul = int(mu - tmp), over the pixels ul <= x < br = int(mu + tmp + 1): the patch is
+            # centred on ul + x0, which is mu for an integer 3 sigma; otherwise (sigma 1.5, 2.5 ...) it is
+            # asymmetric, and one pixel off where int() truncates a negative mu - tmp toward zero
+            centre = lo + np.float32((2 * tmp + 1) // 2)
         window_out = (lo[..., 0] >= w) | (lo[..., 1] >= h) | (hi[..., 0] < 0) | (hi[..., 1] < 0)
         weight[window_out] = 0
         if self.zero_outside:
@@ -220,11 +233,13 @@ class HeatmapCodec:
             weight[~inside] = 0
         xs = np.arange(w, dtype=np.float32)
         ys = np.arange(h, dtype=np.float32)
-        dx = xs[None, None, None, :] - mu[..., 0, None, None]
-        dy = ys[None, None, :, None] - mu[..., 1, None, None]
+        dx = xs[None, None, None, :] - centre[..., 0, None, None]
+        dy = ys[None, None, :, None] - centre[..., 1, None, None]
         target = np.exp(-(dx**2 + dy**2) / np.float32(2 * self.sigma**2)).astype(np.float32)
-        if not self.unbiased_encoding:  # the original pastes a (6 sigma + 1)^2 patch
-            target *= (np.abs(dx) <= tmp) & (np.abs(dy) <= tmp)
+        if not self.unbiased_encoding:  # the original's (br - ul)-pixel patch
+            xs4, ys4 = xs[None, None, None, :], ys[None, None, :, None]
+            target *= ((xs4 >= lo[..., 0, None, None]) & (xs4 < hi[..., 0, None, None])
+                       & (ys4 >= lo[..., 1, None, None]) & (ys4 < hi[..., 1, None, None]))
         target *= (weight > 0.5)[..., None, None]
         weight = weight[..., None]
         if single:

@@ -10,7 +10,9 @@ weights ``W * a`` (per output channel) and bias ``a * (bias - mean) + beta``.  H
 (``input_size``, ``forward_heatmaps``, ...): folded BNs become ``nn.Identity``.  Which BN follows
 which conv is read from a ``torch.fx`` trace of the model (so the rule "the conv output feeds
 only the BN" is checked, not assumed); when a model cannot be traced, consecutive
-``Conv2d -> BatchNorm2d`` pairs inside ``nn.Sequential`` containers are folded instead.
+``Conv2d -> BatchNorm2d`` pairs inside ``nn.Sequential`` containers are folded instead.  Modules
+with shared weights (called at several places, or registered under several names) and BNs without
+running statistics are left as they are.
 
 The result is eval-only: calling ``.train()`` on it raises, because a folded model has no
 batch statistics left to train.
@@ -60,27 +62,49 @@ def _pairs_from_fx(model: nn.Module) -> list[tuple[str, str]]:
 
     graph = torch.fx.symbolic_trace(model).graph
     modules = dict(model.named_modules())
+    calls: dict[str, int] = {}  # call sites per module: a module called twice (shared weights) cannot be folded
+    for node in graph.nodes:
+        if node.op == 'call_module':
+            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
+    shared = _shared_modules(model)
     pairs = []
     for node in graph.nodes:
-        if node.op != 'call_module' or not isinstance(modules.get(node.target), nn.BatchNorm2d):
+        if node.op != 'call_module' or not _foldable_bn(modules.get(node.target)):
             continue
         src = node.args[0] if node.args else None
         if (isinstance(src, torch.fx.Node) and src.op == 'call_module'
-                and isinstance(modules.get(src.target), nn.Conv2d) and len(src.users) == 1):
+                and isinstance(modules.get(src.target), nn.Conv2d) and len(src.users) == 1
+                and calls[str(src.target)] == 1 and calls[str(node.target)] == 1
+                and not {str(src.target), str(node.target)} & shared):
             pairs.append((str(src.target), str(node.target)))
     return pairs
 
 
+def _foldable_bn(mod) -> bool:
+    """A BatchNorm2d with running statistics (without them eval mode normalises by batch statistics)."""
+    return isinstance(mod, nn.BatchNorm2d) and mod.running_mean is not None and mod.running_var is not None
+
+
+def _shared_modules(model: nn.Module) -> set[str]:
+    """Names of modules registered under more than one name (one object, shared weights)."""
+    names: dict[int, list[str]] = {}
+    for name, mod in model.named_modules(remove_duplicate=False):
+        names.setdefault(id(mod), []).append(name)
+    return {n for group in names.values() if len(group) > 1 for n in group}
+
+
 def _pairs_from_sequentials(model: nn.Module) -> list[tuple[str, str]]:
     """Consecutive Conv2d -> BatchNorm2d children of every nn.Sequential."""
+    shared = _shared_modules(model)
     pairs = []
     for name, mod in model.named_modules():
         if not isinstance(mod, nn.Sequential):
             continue
         children = list(mod.named_children())
         for (n1, m1), (n2, m2) in zip(children, children[1:]):
-            if isinstance(m1, nn.Conv2d) and isinstance(m2, nn.BatchNorm2d):
-                prefix = f'{name}.' if name else ''
+            prefix = f'{name}.' if name else ''
+            if (isinstance(m1, nn.Conv2d) and _foldable_bn(m2)
+                    and not {prefix + n1, prefix + n2} & shared):
                 pairs.append((prefix + n1, prefix + n2))
     return pairs
 
