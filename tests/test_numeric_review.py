@@ -1,6 +1,7 @@
 """Numeric review: edge cases where the codec, metrics and BN folding differed from the original
-(EasyCV 0.11.7 / mmpose 0.x), checked against closed-form values and against line-by-line
-transcriptions of the original functions (kept here, small, so the checks need no EasyCV)."""
+(EasyCV 0.11.7 / mmpose 0.x), checked against closed-form values and against small reference
+implementations written here from the definitions (per keypoint, loops: slow but plain), so the checks
+need no EasyCV."""
 import numpy as np
 import pytest
 import torch
@@ -9,68 +10,55 @@ from torch import nn
 from modelscope_handkp.codec import HeatmapCodec
 from modelscope_handkp.metrics import keypoint_metrics
 
-# ---------------------------------------------------------------- transcriptions of the original
+# ---------------------------------------------------------------- reference implementations
 
 
-def _orig_msra_target(joints, visible, image_size, heatmap_size, sigma):
-    """mmpose 0.x TopDownGenerateTarget._msra_generate_target, unbiased_encoding=False."""
-    W, H = heatmap_size
-    k = len(joints)
-    target_weight = np.zeros((k, 1), dtype=np.float32)
-    target = np.zeros((k, H, W), dtype=np.float32)
-    tmp_size = sigma * 3
-    feat_stride = np.array(image_size) / [W, H]
-    for j in range(k):
-        target_weight[j] = visible[j]
-        mu_x = int(joints[j][0] / feat_stride[0] + 0.5)
-        mu_y = int(joints[j][1] / feat_stride[1] + 0.5)
-        ul = [int(mu_x - tmp_size), int(mu_y - tmp_size)]
-        br = [int(mu_x + tmp_size + 1), int(mu_y + tmp_size + 1)]
-        if ul[0] >= W or ul[1] >= H or br[0] < 0 or br[1] < 0:
-            target_weight[j] = 0
-        if target_weight[j] > 0.5:
-            size = 2 * tmp_size + 1
-            x = np.arange(0, size, 1, np.float32)
-            y = x[:, None]
-            x0 = y0 = size // 2
-            g = np.exp(-((x - x0)**2 + (y - y0)**2) / (2 * sigma**2))
-            g_x = max(0, -ul[0]), min(br[0], W) - ul[0]
-            g_y = max(0, -ul[1]), min(br[1], H) - ul[1]
-            img_x = max(0, ul[0]), min(br[0], W)
-            img_y = max(0, ul[1]), min(br[1], H)
-            target[j][img_y[0]:img_y[1], img_x[0]:img_x[1]] = g[g_y[0]:g_y[1], g_x[0]:g_x[1]]
-    return target, target_weight
+def _reference_integer_target(kp, vis, image_size, heatmap_size, sigma):
+    """The integer-centred ("MSRA") target from its definition: centre pixel c = trunc(kp / stride + 0.5);
+    on each axis a patch over the pixels trunc(c - 3 sigma) <= x < trunc(c + 3 sigma + 1) whose pixel at
+    offset i from the patch start holds the Gaussian of (i - m), m = (6 sigma + 1) // 2; weight = visibility,
+    0 when the patch misses the map; drawn only where the weight is > 0.5; float32 throughout."""
+    w, h = heatmap_size
+    stride = np.asarray(image_size, np.float64) / np.array([w, h], np.float64)
+    r = sigma * 3
+    m = (2 * r + 1) // 2
+    maps = np.zeros((len(kp), h, w), np.float32)
+    weights = np.asarray(vis, np.float32).reshape(-1, 1).copy()
+    for j in range(len(kp)):
+        c = np.trunc(np.asarray(kp[j], np.float64) / stride + 0.5)
+        start = np.trunc(c - r).astype(np.int64)
+        stop = np.trunc(c + r + 1).astype(np.int64)
+        if start[0] >= w or start[1] >= h or stop[0] < 0 or stop[1] < 0:
+            weights[j] = 0
+        if weights[j, 0] <= 0.5:
+            continue
+        x0, x1 = max(start[0], 0), min(stop[0], w)
+        y0, y1 = max(start[1], 0), min(stop[1], h)
+        ox = np.arange(x0, x1, dtype=np.float32) - np.float32(start[0]) - np.float32(m)
+        oy = np.arange(y0, y1, dtype=np.float32) - np.float32(start[1]) - np.float32(m)
+        maps[j, y0:y1, x0:x1] = np.exp(-(ox[None, :]**2 + oy[:, None]**2) / np.float32(2 * sigma**2))
+    return maps, weights
 
 
-def _orig_distances(preds, targets, mask, normalize):
-    n, k, _ = preds.shape
-    _mask = mask.copy()
-    _mask[np.where((normalize == 0).sum(1))[0], :] = False
-    distances = np.full((n, k), -1, dtype=np.float32)
-    normalize[np.where(normalize <= 0)] = 1e6
-    distances[_mask] = np.linalg.norm(((preds - targets) / normalize[:, None, :])[_mask], axis=-1)
-    return distances.T
+def _reference_pck(pred, gt, visible, norm, thr):
+    """PCK from its definition: for each keypoint, over the instances where it is visible and the
+    normaliser has no zero, the fraction whose normalised distance, stored as float32, is below thr
+    (compared in float32, as NumPy compares a float32 array with a Python float); the mean over the
+    keypoints visible at least once, 0 when none is.  The division runs in the normaliser's dtype."""
+    d = np.linalg.norm((pred - gt) / norm[:, None, :], axis=-1).astype(np.float32)  # [N, K]
+    usable = (visible > 0) & (norm != 0).all(axis=1)[:, None]
+    per_keypoint = [np.mean(d[usable[:, k], k] < np.float32(thr)) for k in range(d.shape[1]) if usable[:, k].any()]
+    return float(np.mean(per_keypoint)) if per_keypoint else 0.0
 
 
-def _orig_pck(pred, gt, mask, thr, normalize):
-    acc = []
-    for d in _orig_distances(pred, gt, mask, normalize):
-        valid = d != -1
-        acc.append((d[valid] < thr).sum() / valid.sum() if valid.sum() > 0 else -1)
-    acc = np.array(acc)
-    valid_acc = acc[acc >= 0]
-    return valid_acc.mean() if len(valid_acc) > 0 else 0
-
-
-def _orig_evaluator(pred, gt, visible, bboxes, pck_thr=0.2, auc_nor=30):
-    """EasyCV KeyPointEvaluator (PCK, AUC) on COCO-style bbox lists."""
-    mask = visible > 0
-    thr_bbox = np.array([np.array([np.max(np.array(b)[2:])] * 2) for b in bboxes])
-    pck = _orig_pck(pred, gt, mask, pck_thr, thr_bbox)
-    nor = np.tile(np.array([[auc_nor, auc_nor]]), (pred.shape[0], 1))
-    auc = 0
-    for i in range(20):
-        auc += 1.0 / 20 * _orig_pck(pred, gt, mask, 1.0 * i / 20, nor)
+def _reference_evaluator(pred, gt, visible, bboxes, pck_thr=0.2, auc_nor=30):
+    """PCK normalised by max(w, h) of each box (in the boxes' own dtype: float64 for lists), and AUC: the
+    mean PCK at thresholds i / 20, i = 0 .. 19, of distances divided by the integer auc_nor (float64)."""
+    boxes = np.asarray(bboxes)
+    side = boxes[:, 2:].max(axis=1)
+    pck = _reference_pck(pred, gt, visible, np.stack([side, side], axis=1), pck_thr)
+    nor = np.full((len(pred), 2), auc_nor, dtype=np.int64)
+    auc = sum(_reference_pck(pred, gt, visible, nor, i / 20) for i in range(20)) / 20
     return pck, auc
 
 
@@ -102,11 +90,11 @@ def test_metrics_equal_the_original_on_pixel_quantised_errors():
         vis = rng.integers(0, 2, (6, 21)).astype(np.float32)
         boxes = (np.concatenate([rng.integers(0, 50, (6, 2)), rng.integers(20, 120, (6, 2))], 1)
                  * (0.1 * rng.integers(1, 20))).tolist()
-        pck, auc = _orig_evaluator(pred, gt, vis, boxes)
+        pck, auc = _reference_evaluator(pred, gt, vis, boxes)
         m = keypoint_metrics(pred, gt, vis, boxes)
         differ += abs(m['PCK'] - pck) > 1e-12 or abs(m['AUC'] - auc) > 1e-12
         m32 = keypoint_metrics(pred, gt, vis, np.asarray(boxes, np.float32))  # float32 boxes: float32 division
-        pck32, _ = _orig_evaluator(pred, gt, vis, np.asarray(boxes, np.float32))
+        pck32, _ = _reference_evaluator(pred, gt, vis, np.asarray(boxes, np.float32))
         differ += abs(m32['PCK'] - pck32) > 1e-12
     assert differ == 0  # was 38 of 80 comparisons before the float32 thresholds
 
@@ -119,7 +107,7 @@ def test_msra_target_equals_the_original_for_any_sigma(sigma):
     rng = np.random.default_rng(int(sigma * 10))
     kp = rng.uniform(-40, 300, (21, 2)).astype(np.float32)
     vis = rng.choice([0.0, 0.3, 0.6, 1.0], 21).astype(np.float32)
-    want, want_w = _orig_msra_target(kp, vis, (256, 256), (64, 64), sigma)
+    want, want_w = _reference_integer_target(kp, vis, (256, 256), (64, 64), sigma)
     got, got_w = HeatmapCodec(sigma=sigma, zero_outside=False).encode(kp, vis)
     np.testing.assert_array_equal(got_w, want_w)
     np.testing.assert_array_equal(got, want)
