@@ -254,8 +254,11 @@ def decode_heatmaps(heatmaps: torch.Tensor, centers: torch.Tensor, scales: torch
                     rotations: torch.Tensor | None = None, blur: str = 'auto'):
     """Heatmaps [N, K, H, W] -> (coords [N, K, 2] in image pixels, scores [N, K, 1]), in torch.
 
-    Equal to :func:`modelscope_handkp.codec.decode_heatmaps` (<= 1e-3 px; tested on the
-    reference fixtures).  Works for ``N == 0``.
+    Equal to :func:`modelscope_handkp.codec.decode_heatmaps` to <= 1e-3 px on peaked heatmaps (a
+    trained network's; tested on the reference fixtures).  On nearly flat peaks (random or untrained
+    weights) the DARK step divides by a curvature near 0 and the blur's float32 rounding (~2e-7
+    relative, different summation order) can move the result by up to about 1 heatmap pixel.  Works for
+    ``N == 0``.
 
     ``blur`` chooses how DARK blurs: ``'full'`` blurs whole maps (static graph: what the ONNX
     export traces), ``'local'`` blurs only the patch around each peak (about 20x less work, with
