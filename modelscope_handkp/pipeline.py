@@ -299,7 +299,11 @@ class HandKeypointsPipeline(Pipeline):
         keep &= (dets.boxes[:, 2] > dets.boxes[:, 0]) & (dets.boxes[:, 3] > dets.boxes[:, 1])
         dets = dets.take(np.flatnonzero(keep))
         order = np.argsort(-dets.scores, kind='stable')
-        return dets.take(order)
+        dets = dets.take(order)
+        if getattr(dets, 'from_tiles', None) is not None:  # several palm hits on one small hand: one hand
+            from .detection.tiling import distinct_tile_hands
+            dets = dets.take(distinct_tile_hands(dets))
+        return dets
 
     def forward_many(self, inputs: list[dict[str, Any]], boxes=None, flip_test: bool | None = None,
                      score_threshold: float | None = None) -> list[dict[str, Any]]:

@@ -15,7 +15,10 @@ speed of the signal, so slow jitter is smoothed strongly and fast motion is foll
 
 Matching (per frame): an affinity matrix between the live tracks and the new hands, the mean of the
 box IoU and a keypoint similarity (``1 - mean keypoint distance / (0.5 * the track's box diagonal)``,
-clipped to [0, 1], weighted by the keypoint scores, keypoints with non-finite x, y left out); pairs are
+clipped to [0, 1], weighted by the keypoint scores, keypoints with non-finite x, y left out), both
+measured against where each track's hand should be now: its last detection (not its smoothed keypoints,
+which lag) moved on by the track's velocity, at most one hand size -- so two hands whose paths cross
+keep their ids.  Pairs are
 taken greedily, best affinity first, down to ``min_affinity``.  Unmatched hands start new tracks (ids
 0, 1, 2, ... never reused); a track not matched for more than ``max_missed`` consecutive frames ends.
 Each track has its own one-euro filter over its keypoints' x, y ``[21, 2]``; the speed that raises the
@@ -186,6 +189,39 @@ class _Track:
     filter: OneEuroFilter | None
     missed: int = 0
     hits: int = 1
+    raw: np.ndarray | None = None  # [K, 3] last detected keypoints (not smoothed): what matching compares
+    velocity: np.ndarray | None = None  # [2] pixels per second of the box centre (None: not known yet)
+    t_seen: float = 0.0  # time of the last matched frame
+
+    def predicted(self, t: float):
+        """(box [4], keypoints [K, 3]) where the hand should be at time ``t``: the last detection moved on by
+        the track's velocity (constant-velocity prediction, at most one hand size), so that two hands whose
+        paths cross are not confused with each other's last position."""
+        raw = self.keypoints if self.raw is None else self.raw
+        dt = float(t) - self.t_seen
+        if self.velocity is None or not dt > 0:
+            return self.box, raw
+        shift = self.velocity * dt
+        norm = float(np.hypot(*shift))
+        limit = self.size
+        if not np.isfinite(norm):
+            return self.box, raw
+        if norm > limit:
+            shift = shift * (limit / norm)
+        kps = raw.copy()
+        kps[:, :2] += shift
+        return self.box + np.tile(shift, 2), kps
+
+    def observe(self, box: np.ndarray, raw: np.ndarray, t: float, fps: float) -> None:
+        """A matched detection at time ``t``: update the velocity (mean of the last two measurements)."""
+        dt = float(t) - self.t_seen
+        dt = dt if dt > 0 else 1.0 / fps
+        v = ((box[:2] + box[2:]) - (self.box[:2] + self.box[2:])) * 0.5 / dt
+        if np.isfinite(v).all():
+            self.velocity = v if self.velocity is None else 0.5 * (self.velocity + v)
+        self.box = box.copy()
+        self.raw = raw.copy()
+        self.t_seen = float(t)
 
     @property
     def size(self) -> float:
@@ -268,8 +304,11 @@ class HandTracker:
 
         m = len(self.tracks)
         if m and n:
-            t_boxes = np.stack([tr.box for tr in self.tracks])
-            t_kps = np.stack([tr.keypoints for tr in self.tracks])
+            # each track where its hand should be now (constant velocity, from the detections, not the
+            # smoothed keypoints, which lag behind a moving hand)
+            predicted = [tr.predicted(t) for tr in self.tracks]
+            t_boxes = np.stack([b for b, _ in predicted])
+            t_kps = np.stack([kp for _, kp in predicted])
             t_sizes = np.asarray([tr.size for tr in self.tracks])
             affinity = 0.5 * (box_iou(t_boxes, boxes) + _keypoint_similarity(t_kps, t_sizes, kps))
             pairs = _greedy_match(affinity, self.min_affinity)
@@ -288,12 +327,13 @@ class HandTracker:
                 tr = self.tracks[track_of[j]]
                 tr.missed = 0
                 tr.hits += 1
+                tr.observe(boxes[j], kps[j], t, self.fps)
             else:
                 tr = _Track(self.next_id, boxes[j].copy(), kps[j].copy(),
-                            OneEuroFilter(**self.filter_params) if self.smoothing else None)
+                            OneEuroFilter(**self.filter_params) if self.smoothing else None,
+                            raw=kps[j].copy(), t_seen=t)
                 self.next_id += 1
                 new_tracks.append(tr)
-            tr.box = boxes[j].copy()
             if tr.filter is not None:
                 size = tr.size
                 out_xy[j] = tr.filter(kps[j, :, :2], t, scale=size)

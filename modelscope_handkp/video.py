@@ -181,6 +181,21 @@ def _progress_bar(cap, enabled: bool, camera: bool):
     return tqdm(total=total, desc='frames', unit='frame', file=sys.stderr, leave=False, dynamic_ncols=True)
 
 
+def _rgb_predict_fn(predict_fn):
+    """``predict_fn``, or -- for a hand pipeline that reads numpy arrays as BGR (its default) -- a function
+    that calls it with ``input_color='rgb'``: the frames given to ``predict_fn`` are RGB, and read as BGR
+    they give other (worse) hands."""
+    mod = sys.modules.get(__package__ + '.pipeline')  # not imported: predict_fn cannot be one of its pipelines
+    if mod is not None and isinstance(predict_fn, mod.HandKeypointsPipeline) and \
+            getattr(predict_fn, 'input_color', 'rgb') != 'rgb':
+        pipe = predict_fn
+
+        def predict_rgb(frame_rgb):
+            return pipe(frame_rgb, input_color='rgb')
+        return predict_rgb
+    return predict_fn
+
+
 def process_video(source, predict_fn: Callable[[np.ndarray], Mapping[str, Any]], out_path,
                   jsonl_path=None, overwrite: bool = False, smoothing: bool = True, max_frames: int | None = None,
                   progress: bool = True, tracker: HandTracker | None = None, draw_kwargs: dict | None = None
@@ -190,7 +205,8 @@ def process_video(source, predict_fn: Callable[[np.ndarray], Mapping[str, Any]],
     Args:
         source: a video file path, a stream URL (``scheme://...``) or a camera index (int).
         predict_fn: ``frame_rgb (uint8 [H, W, 3]) -> result`` with ``'keypoints'`` [N, 21, 3], ``'boxes'``
-            [N, 4], ``'scores'`` [N] (the hand pipeline's output with ``input_color='rgb'``).
+            [N, 4], ``'scores'`` [N].  A hand pipeline (``pipeline(Tasks.hand_2d_keypoints, ...)``) may be
+            passed as it is: it is called with ``input_color='rgb'`` whatever its own setting.
         out_path: annotated video, ``.mp4`` (mp4v) or ``.avi`` (MJPG).
         jsonl_path: one JSON line per frame (None: not written).
         overwrite: replace existing output files (otherwise FileExistsError before any work).
@@ -218,6 +234,7 @@ def process_video(source, predict_fn: Callable[[np.ndarray], Mapping[str, Any]],
     """
     if max_frames is not None and max_frames < 1:
         raise ValueError(f'max_frames must be >= 1 (or None), got {max_frames}.')
+    predict_fn = _rgb_predict_fn(predict_fn)
     out_path = os.fspath(out_path)
     jsonl_path = None if jsonl_path is None else os.fspath(jsonl_path)
     if isinstance(source, os.PathLike):

@@ -18,6 +18,10 @@ smaller than about 8-10 px *at that resolution* is not found (in a 640x429 photo
   overlap a whole palm lies in a neighbouring tile); the rest, from all tiles (and the whole-image
   pass in ``'always'`` mode), go through MediaPipe's weighted NMS in image pixels, and the hand
   rectangle (centre, side, rotation) is derived from the merged palm, as for a whole-image palm.
+  On a small hand the palm network often fires on several parts of the hand (e.g. once upright and
+  once upside down); their palm boxes barely overlap, so the palm NMS keeps them all, but the hand
+  squares derived from them cover the same hand: :func:`distinct_tile_hands` drops a tile hand whose
+  square overlaps a better-scored hand's by IoU > :data:`TILE_HAND_IOU` (the pipeline applies it).
 * **when**: ``mode='fallback'`` (default) tiles only the images where the whole-image pass found no
   hand; ``'always'`` tiles every image and merges; ``'off'`` is the plain MediaPipe detector.
 * **verification** (``min_keypoint_score``, default 0.22): tile hands are small and a zoomed-in
@@ -46,7 +50,11 @@ import numpy as np
 from .base import Detections
 
 __all__ = ['TileSettings', 'TILE_MODES', 'tile_windows', 'tile_matrices', 'tile_palm_keep', 'TiledDetections',
-           'tile_settings']
+           'tile_settings', 'distinct_tile_hands', 'TILE_HAND_IOU']
+
+#: Hand squares from the tile pass overlapping a better hand by more than this IoU are the same hand
+#: (MediaPipe's threshold for associating hand rectangles, ``AssociationNormRectCalculator``).
+TILE_HAND_IOU = 0.5
 
 TILE_MODES = ('fallback', 'always', 'off')
 
@@ -194,3 +202,28 @@ class TiledDetections(Detections):
     def take(self, index) -> 'TiledDetections':
         return TiledDetections(self.boxes[index], self.scores[index], self.rotations[index],
                                self.from_tiles[index], self.min_keypoint_score)
+
+
+def distinct_tile_hands(dets: Detections, iou_thr: float = TILE_HAND_IOU) -> np.ndarray:
+    """int64 indices (ascending) of the hands of ``dets`` to keep: all of them, except hands from the
+    tile pass whose square (``boxes``, the hand rectangle in its own frame) overlaps that of a better
+    kept hand by IoU > ``iou_thr`` -- several palm hits on one small hand.  Hands without the
+    ``from_tiles`` flag (whole-image hands, other detectors) are always kept."""
+    n = len(dets)
+    from_tiles = getattr(dets, 'from_tiles', None)
+    if n < 2 or from_tiles is None or not np.any(from_tiles):
+        return np.arange(n, dtype=np.int64)
+    b = dets.boxes.astype(np.float64)
+    lt = np.maximum(b[:, None, :2], b[None, :, :2])
+    rb = np.minimum(b[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(-1)
+    union = area[:, None] + area[None, :] - inter
+    iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    order = np.argsort(-dets.scores, kind='stable')
+    kept: list[int] = []
+    for i in order.tolist():
+        if from_tiles[i] and kept and float(iou[i, kept].max()) > iou_thr:
+            continue
+        kept.append(i)
+    return np.sort(np.asarray(kept, np.int64))
