@@ -23,7 +23,9 @@ smaller than about 8-10 px *at that resolution* is not found (in a 640x429 photo
   squares derived from them cover the same hand: :func:`distinct_tile_hands` drops a tile hand whose
   square overlaps a better-scored hand's by IoU > :data:`TILE_HAND_IOU` (the pipeline applies it).
 * **when**: ``mode='fallback'`` (default) tiles only the images where the whole-image pass found no
-  hand; ``'always'`` tiles every image and merges; ``'off'`` is the plain MediaPipe detector.
+  hand; ``'always'`` tiles every image and merges (more small hands, but also many false hands: about one
+  per image on open_hands' val photos with the default verification; raise ``min_keypoint_score``);
+  ``'off'`` is the plain MediaPipe detector.
 * **verification** (``min_keypoint_score``, default 0.22): tile hands are small and a zoomed-in
   tile shows texture that can look like a palm; the keypoint pipeline drops a hand that came from
   the tiles when the mean of its 21 keypoint heatmap scores is below this (``None``: keep all).
