@@ -231,6 +231,32 @@ def _wrap_read_config(original):
     return read_config
 
 
+def _not_a_model_dir(folder) -> str | None:
+    """The error for a folder a hand pipeline cannot be built from, or None.  Only folders that look like
+    this plugin's mistakes are named -- empty, weights without configuration.json, a training work_dir --
+    since ModelScope builds other tasks' pipelines from folders without configuration.json too (e.g.
+    diffusers' model_index.json, transformers' files): those stay ModelScope's business."""
+    from . import model_dir as md
+    if any(os.path.isfile(os.path.join(folder, f)) for f in (md.CONFIG_FILE, 'config.json')):
+        return None
+    try:
+        names = {n for n in os.listdir(folder) if not n.startswith('.')}
+    except OSError:
+        return None
+    where = repr(os.fspath(folder))
+    output = os.path.join(folder, 'output')
+    if 'train_log.jsonl' in names or 'latest.pth' in names or os.path.isfile(os.path.join(output, md.CONFIG_FILE)):
+        best = os.path.join(os.fspath(folder), 'output_best')
+        return (f'{where} is a training work_dir, not a model directory; pass its model directory '
+                f'{os.path.join(os.fspath(folder), "output")!r}' + (f' (last) or {best!r} (best)' if
+                                                                    os.path.isdir(best) else '') + '.')
+    if not names or md.WEIGHTS_FILE in names or 'pytorch_model.bin' in names:
+        # ModelScope would fail with "'NoneType' object does not support item assignment"
+        return (f'{where} is not a model directory: it has no {md.CONFIG_FILE}; pass the folder that holds the '
+                "model's configuration.json and weights.")
+    return None
+
+
 def _wrap_is_official_hub_path(original, check_folders: bool = True):
     if getattr(original, _PATCHED_ATTR, False):
         if original._handkp_check_folders == check_folders:
@@ -247,12 +273,10 @@ def _wrap_is_official_hub_path(original, check_folders: bool = True):
             if not os.path.exists(p) and _looks_local(p):
                 raise md.ModelDirError(f'model directory {os.fspath(p)!r} does not exist (and it is not a hub id '
                                        "of the form 'owner/name'); check the path.")
-            if check_folders and os.path.isdir(p) and not any(
-                    os.path.isfile(os.path.join(p, f)) for f in (md.CONFIG_FILE, 'config.json')):
-                # a pipeline cannot be built from it (ModelScope fails with "'NoneType' object does not
-                # support item assignment"); a trainer may take its configuration from elsewhere
-                raise md.ModelDirError(f'{os.fspath(p)!r} is not a model directory: it has no {md.CONFIG_FILE}; '
-                                       "pass the folder that holds the model's configuration.json and weights.")
+            if check_folders and os.path.isdir(p):
+                why = _not_a_model_dir(p)
+                if why:
+                    raise md.ModelDirError(why)
         return original(path, *args, **kwargs)
 
     setattr(is_official_hub_path, _PATCHED_ATTR, True)

@@ -14,6 +14,7 @@ Registered in ModelScope's ``MODELS`` registry (group ``Tasks.hand_2d_keypoints`
 """
 from __future__ import annotations
 
+import fnmatch
 from typing import Any
 
 import numpy as np
@@ -117,15 +118,22 @@ class HandKeypointsModel(TorchModel):
         The weights always go to ``pytorch_model.pt``, the file these directories are loaded from
         (ModelScope's usual ``pytorch_model.bin`` is accepted as a name and written there too, so
         nothing stale is loaded instead).  ``config``: its ``train`` / ``evaluation`` / ``dataset``
-        sections are kept.  A non-empty ``target_folder`` is only replaced with ``overwrite=True``.
+        sections are kept.  A non-empty ``target_folder`` is only replaced with ``overwrite=True`` (or when
+        ``save_config_function`` is given, as ModelScope's checkpoint hooks do: they rewrite their own folder).
         ``save_function`` / ``save_config_function`` are not used (the format is fixed).
         """
         names = [save_checkpoint_names] if isinstance(save_checkpoint_names, str) else list(save_checkpoint_names or [])
-        unknown = [n for n in names if n not in (md.WEIGHTS_FILE, 'pytorch_model.bin')]
+        # a pattern is accepted when it names the weights file: ModelScope's CheckpointHook passes '*.bin'
+        unknown = [n for n in names
+                   if not any(fnmatch.fnmatchcase(f, str(n)) for f in (md.WEIGHTS_FILE, 'pytorch_model.bin'))]
         if unknown:
             raise ValueError(f'save_pretrained writes the weights to {md.WEIGHTS_FILE}, the file this plugin\'s model '
                              f'directories are loaded from; other checkpoint names ({unknown}) would not be '
                              'loaded back. Leave save_checkpoint_names out.')
+        if save_config_function is not None:
+            # ModelScope's checkpoint hooks (CheckpointProcessor.prepare_output) write into their output folder
+            # again on every run in the same work_dir: ModelScope's contract is "created if it doesn't exist"
+            overwrite = True
         if save_function is not None or save_config_function is not None:
             import warnings
             warnings.warn('HandKeypointsModel.save_pretrained ignores save_function / save_config_function: it '
