@@ -205,6 +205,10 @@ def _wrap_read_config(original):
     @functools.wraps(original)
     def read_config(model_id_or_path, *args, **kwargs):
         from . import model_dir as md
+        if model_id_or_path is None:  # pipeline(task, model=MODEL) with a model built without a directory
+            raise ValueError('the model has no model_dir (it was built without a model directory), and ModelScope '
+                             'reads the pipeline configuration from there; save it first, '
+                             'model.save_pretrained(DIR), then pass pipeline(task, model=DIR).')
         local = isinstance(model_id_or_path, (str, os.PathLike)) and os.path.isdir(model_id_or_path)
         if local and os.path.isfile(os.path.join(model_id_or_path, md.CONFIG_FILE)):
             # a broken file is named before ModelScope reads it: its reader's temporary copy outlives its

@@ -135,6 +135,12 @@ class HandKeypointsPipeline(Pipeline):
         self.input_color = _check_color(input_color)
         if preprocessor is None:
             preprocessor = HandImagePreprocessor(None, input_color=self.input_color)
+        if isinstance(model, HandKeypointsModel) and model.model_dir is None:
+            # ModelScope's Pipeline reads configuration.json from model.model_dir ("stat: path should be
+            # string ... not NoneType")
+            raise ValueError('this HandKeypointsModel was built without a model directory, and a pipeline is built '
+                             'from one; save it first, model.save_pretrained(DIR), then pass '
+                             'pipeline(Tasks.hand_2d_keypoints, model=DIR).')
         super().__init__(model=model, preprocessor=preprocessor, **kwargs)
         if isinstance(self.model, str):  # ModelScope did not build it (e.g. no 'model' section): say why
             self.model = HandKeypointsModel(self.model, device=self.device_name)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import types
 
+import numpy as np
 import pytest
 import torch
 
@@ -59,3 +60,18 @@ def test_folder_check_names_our_mistakes_and_leaves_other_models_to_modelscope(t
     (weights_only / 'pytorch_model.pt').write_bytes(b'x')
     with pytest.raises(md.ModelDirError, match='is not a model directory: it has no configuration.json'):
         check(str(weights_only))
+
+
+def test_pipeline_of_a_model_without_a_directory_says_to_save_it(tmp_path):
+    """pipeline(task, model=HandKeypointsModel(None)) failed with 'stat: path should be string ... not NoneType'."""
+    from modelscope.pipelines import pipeline
+    from modelscope.utils.constant import Tasks
+
+    from modelscope_handkp.modelscope_model import HandKeypointsModel
+    model = HandKeypointsModel(None)
+    with pytest.raises(ValueError, match=r'has no model_dir .*model\.save_pretrained\(DIR\), then pass '
+                                         r'pipeline\(task, model=DIR\)'):
+        pipeline(Tasks.hand_2d_keypoints, model=model, detector='whole_image')
+    model.save_pretrained(str(tmp_path / 'saved'))
+    pipe = pipeline(Tasks.hand_2d_keypoints, model=str(tmp_path / 'saved'), detector='whole_image')
+    assert pipe(np.zeros((64, 64, 3), np.uint8))['keypoints'].shape == (1, 21, 3)
