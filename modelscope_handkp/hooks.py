@@ -430,7 +430,11 @@ class HandTextLoggerHook(TextLoggerHook):
         if rest and self.end_of_epoch(trainer) and not self.ignore_last:
             self.fetch_tensor(trainer, rest)
             trainer.log_buffer.average(rest)
-            self.log(trainer)
+            self._record_iters = rest
+            try:
+                self.log(trainer)
+            finally:
+                self._record_iters = None
             if self.reset_flag:
                 trainer.log_buffer.clear_output()
             return
@@ -491,6 +495,10 @@ class HandTextLoggerHook(TextLoggerHook):
         return super().log(trainer)
 
     def _log_info(self, log_dict, trainer):
+        rest = getattr(self, '_record_iters', None)
+        if rest and log_dict.get(LogKeys.MODE) == ModeKeys.TRAIN and LogKeys.ITER_TIME in log_dict:
+            # the parent's ETA adds time * interval per record; this record covers `rest` iterations only
+            self.time_sec_tot -= log_dict[LogKeys.ITER_TIME] * (self.interval - rest)
         for key in ('eta_s', 'eta_str', 'total_iter'):  # the parent prints its own ETA
             if key not in self._logged_keys:
                 self._logged_keys.append(key)

@@ -485,7 +485,8 @@ class HandKeypointTrainer(EpochBasedTrainer, _JsonConfigTrainerBase):
             return self._dataset_from_config(model_cfg, mode, dkw)
         if isinstance(datasets, MsDataset):
             return self._from_ms_dataset(datasets, dkw, model_cfg)
-        if isinstance(datasets, ConcatDataset) and not isinstance(datasets, _IndexedConcat):
+        if type(datasets) is ConcatDataset:  # a plain one only: a subclass keeps its own __getitem__ (a repeated
+            # index with other ground truth is then refused by the metric)
             # each part numbers its samples from 0: the metric, which counts each index once (a distributed
             # sampler repeats samples), kept only the first part's hands
             return _IndexedConcat(datasets.datasets)

@@ -824,6 +824,22 @@ def test_train_on_a_folder_without_a_val_split_trains_without_evaluation(tiny_di
     assert code == 0 and set(lines[-1]['metrics']) >= {'PCK', 'AUC', 'EPE', 'NME'}, err
 
 
+def test_train_on_a_folder_with_an_ambiguous_val_split_is_refused(tiny_dir, data_dir, tmp_path, capsys):
+    """A folder with two val files (val_a.json, val_b.json) has a val split, only an ambiguous one: it must be
+    refused as before ("cannot tell which ..."), not trained on without evaluation as if it had none."""
+    root = data_dir / 'open_hands'
+    folder = tmp_path / 'ds'
+    (folder / 'annotations').mkdir(parents=True)
+    for name, start in (('train', 0), ('val_a', 4), ('val_b', 8)):
+        _subset(root / 'annotations' / 'train.json', folder / 'annotations' / f'{name}.json', 4, start)
+    os.symlink(root / 'images', folder / 'images')
+    wd = tmp_path / 'work'
+    code, lines, err = run(['train', '--data', folder, '--work-dir', wd, '--model', tiny_dir, '--epochs', '1',
+                            '--batch-size', '4', '--workers', '0', '--device', 'cpu'], capsys)
+    assert code != 0 and 'cannot tell which annotation file' in err and 'evaluation split' in err, err
+    assert 'Training runs without evaluation' not in err and not (wd / 'output').exists()
+
+
 # ----------------------------------------------------------------------------- video
 def test_video_max_frames(tiny_dir, images, tmp_path, capsys):
     pytest.importorskip('modelscope_handkp.video')

@@ -41,6 +41,21 @@ def test_a_torch_concat_dataset_is_evaluated_whole(tiny_dir, val_parts, tmp_path
     assert values['EPE'] != first_only['EPE']
 
 
+def test_a_concat_dataset_subclass_is_kept(tiny_dir, val_parts, tmp_path):
+    """The ConcatDataset fix replaced any ConcatDataset, a user's subclass (its own __getitem__) included, by a plain
+    one of its parts."""
+    class Tagged(ConcatDataset):
+        def __getitem__(self, idx):
+            item = dict(super().__getitem__(idx))
+            item['index'] = idx  # numbers its samples itself
+            return item
+
+    kw = dict(data_cfg={'image_size': (64, 64)}, test_mode=True)
+    ds = Tagged([CocoWholeBodyHandDataset(p['ann_file'], p['img_prefix'], **kw) for p in val_parts])
+    t = build(tiny_dir, tmp_path / 't', None, ds)
+    assert t.eval_dataset is ds
+
+
 def test_metric_refuses_different_samples_with_one_index():
     gt = np.arange(2 * K * 2, dtype=np.float32).reshape(2, K, 2)
     batch = {'joints': torch.from_numpy(gt), 'visible': torch.ones(2, K), 'bbox': torch.tensor([[0., 0, 50, 50]] * 2),
@@ -166,3 +181,18 @@ def test_the_iterations_after_the_last_full_logging_interval_get_their_own_recor
     got = {r['total_iter']: r['loss'] for r in logs[3]}
     for end, first in ((3, 1), (4, 4), (7, 5), (8, 8)):
         assert got[end] == pytest.approx(np.mean([one[i] for i in range(first, end + 1)]), rel=1e-4), end
+
+
+def test_the_records_after_the_last_full_interval_do_not_inflate_the_printed_eta(tiny_dir, data_dir, tmp_path):
+    """ModelScope's text ETA adds `time * interval` per record: the record of the iterations after an epoch's last
+    full interval (1 of 4 here, interval 3) counted 3 iterations, and the printed ETA was about 1.5x too long."""
+    from modelscope_handkp.hooks import HandTextLoggerHook
+    train = open_hands_subset(data_dir, tmp_path / 'data', 'train', 16)
+    t = build(tiny_dir, tmp_path / 'w', train, None, {'train.max_epochs': 2, 'train.logging.interval': 3})
+    t.train()
+    hook = next(h for h in t.hooks if isinstance(h, HandTextLoggerHook))
+    recs = [r for r in map(json.loads, (tmp_path / 'w' / 'train_log.jsonl').read_text().splitlines())
+            if r['mode'] == 'train']
+    iters = {3: 3, 4: 1, 7: 3, 8: 1}
+    assert [r['total_iter'] for r in recs] == list(iters)
+    assert hook.time_sec_tot == pytest.approx(sum(r['iter_time'] * iters[r['total_iter']] for r in recs), rel=1e-3)
