@@ -310,7 +310,7 @@ def _test_settings(model_cfg: Mapping):
         raise ModelDirError(f"model.test_cfg.post_process must be 'unbiased', 'default' or null, got {post!r}.")
     raw_kernel = test_cfg.get('modulate_kernel', test_cfg.get('kernel', 11))
     try:
-        if isinstance(raw_kernel, bool) or isinstance(raw_kernel, float) and not raw_kernel.is_integer():
+        if isinstance(raw_kernel, (bool, str)) or isinstance(raw_kernel, float) and not raw_kernel.is_integer():
             raise ValueError
         kernel = int(raw_kernel)
     except (TypeError, ValueError):

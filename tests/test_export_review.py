@@ -104,6 +104,7 @@ def test_backends_take_the_modelscope_model_and_keep_its_test_settings(tmp_path,
     ('modulate_kernel', 'eleven', "modulate_kernel must be a positive odd integer, got 'eleven'"),
     ('modulate_kernel', 11.5, 'modulate_kernel must be a positive odd integer, got 11.5'),
     ('modulate_kernel', True, 'modulate_kernel must be a positive odd integer, got True'),
+    ('modulate_kernel', '11', "modulate_kernel must be a positive odd integer, got '11'"),
 ])
 def test_quoted_or_mistyped_test_settings_are_refused(tmp_path, key, value, message):
     """bool('false') is True: a quoted "false" switched the flip test on (and int('eleven') gave a bare
