@@ -21,7 +21,8 @@ smaller than about 8-10 px *at that resolution* is not found (in a 640x429 photo
   On a small hand the palm network often fires on several parts of the hand (e.g. once upright and
   once upside down); their palm boxes barely overlap, so the palm NMS keeps them all, but the hand
   squares derived from them cover the same hand: :func:`distinct_tile_hands` drops a tile hand whose
-  square overlaps a better-scored hand's by IoU > :data:`TILE_HAND_IOU` (the pipeline applies it).
+  square overlaps a whole-image hand's or a better-scored tile hand's by IoU > :data:`TILE_HAND_IOU` (the
+  pipeline applies it).
 * **when**: ``mode='fallback'`` (default) tiles only the images where the whole-image pass found no
   hand; ``'always'`` tiles every image and merges (more small hands, but also many false hands: about one
   per image on open_hands' val photos with the default verification; raise ``min_keypoint_score``);
@@ -208,9 +209,9 @@ class TiledDetections(Detections):
 
 def distinct_tile_hands(dets: Detections, iou_thr: float = TILE_HAND_IOU) -> np.ndarray:
     """int64 indices (ascending) of the hands of ``dets`` to keep: all of them, except hands from the
-    tile pass whose square (``boxes``, the hand rectangle in its own frame) overlaps that of a better
-    kept hand by IoU > ``iou_thr`` -- several palm hits on one small hand.  Hands without the
-    ``from_tiles`` flag (whole-image hands, other detectors) are always kept."""
+    tile pass whose square (``boxes``, the hand rectangle in its own frame) overlaps by IoU > ``iou_thr``
+    that of a whole-image hand or of a better kept tile hand -- several palm hits on one small hand.
+    Hands without the ``from_tiles`` flag (whole-image hands, other detectors) are always kept."""
     n = len(dets)
     from_tiles = getattr(dets, 'from_tiles', None)
     if n < 2 or from_tiles is None or not np.any(from_tiles):
@@ -223,9 +224,9 @@ def distinct_tile_hands(dets: Detections, iou_thr: float = TILE_HAND_IOU) -> np.
     union = area[:, None] + area[None, :] - inter
     iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
     order = np.argsort(-dets.scores, kind='stable')
-    kept: list[int] = []
+    tile = np.asarray(from_tiles, bool)
+    kept: list[int] = [i for i in order.tolist() if not tile[i]]  # whole-image hands first, whatever their score
     for i in order.tolist():
-        if from_tiles[i] and kept and float(iou[i, kept].max()) > iou_thr:
-            continue
-        kept.append(i)
+        if tile[i] and not (kept and float(iou[i, kept].max()) > iou_thr):
+            kept.append(i)
     return np.sort(np.asarray(kept, np.int64))
