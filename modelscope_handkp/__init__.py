@@ -66,6 +66,8 @@ def _register() -> None:
     compat.register(MODELS, task, MODEL_TYPE, modelscope_model.HandKeypointsModel, modelscope_model)
     compat.register(PREPROCESSORS, Fields.cv, PREPROCESSOR_TYPE, preprocessor.HandImagePreprocessor, preprocessor)
     compat.register(PIPELINES, task, PIPELINE_TYPE, pipeline.HandKeypointsPipeline, pipeline)
+    # pipeline(pipeline_name=PIPELINE_TYPE, model=DIR) without task= looks in the default group
+    compat.register(PIPELINES, 'default', PIPELINE_TYPE, pipeline.HandKeypointsPipeline, pipeline)
     PREPROCESSOR_MAP.setdefault((MODEL_TYPE, task), PREPROCESSOR_TYPE)
     if compat.serves_official_model():
         compat.register(MODELS, 'default', OFFICIAL_MODEL_TYPE, modelscope_model.HandKeypointsModel,

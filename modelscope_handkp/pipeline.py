@@ -142,6 +142,9 @@ class HandKeypointsPipeline(Pipeline):
                              'from one; save it first, model.save_pretrained(DIR), then pass '
                              'pipeline(Tasks.hand_2d_keypoints, model=DIR).')
         super().__init__(model=model, preprocessor=preprocessor, **kwargs)
+        # ModelScope checks outputs against the task of the registry group, which it writes on the CLASS at each
+        # build: a build from the default group (pipeline_name= without task=) would switch every pipeline
+        self.group_key = md.TASK
         if isinstance(self.model, str):  # ModelScope did not build it (e.g. no 'model' section): say why
             self.model = HandKeypointsModel(self.model, device=self.device_name)
             self.models = [self.model]

@@ -75,3 +75,19 @@ def test_pipeline_of_a_model_without_a_directory_says_to_save_it(tmp_path):
     model.save_pretrained(str(tmp_path / 'saved'))
     pipe = pipeline(Tasks.hand_2d_keypoints, model=str(tmp_path / 'saved'), detector='whole_image')
     assert pipe(np.zeros((64, 64, 3), np.uint8))['keypoints'].shape == (1, 21, 3)
+
+
+def test_pipeline_name_without_task_builds_the_hand_pipeline(caplog):
+    """pipeline(pipeline_name=..., model=DIR) without task= raised 'not in the pipelines registry group
+    default'; and a build from that group must not switch the output check of other pipelines."""
+    import logging
+
+    from modelscope.pipelines import pipeline
+    from modelscope.utils.constant import Tasks
+    first = pipeline(Tasks.hand_2d_keypoints, model=modelscope_handkp.starter_model_dir())
+    p = pipeline(pipeline_name=modelscope_handkp.PIPELINE_TYPE, model=modelscope_handkp.starter_model_dir())
+    assert type(p).__name__ == 'HandKeypointsPipeline'
+    with caplog.at_level(logging.WARNING):
+        for pipe in (p, first):
+            assert pipe(np.zeros((64, 64, 3), np.uint8))['keypoints'].shape == (0, 21, 3)
+    assert 'output keys are missing' not in caplog.text
