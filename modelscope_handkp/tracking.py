@@ -34,6 +34,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .detection.base import box_iou
+
 __all__ = ['OneEuroFilter', 'HandTracker', 'box_iou', 'TRACK_IDS']
 
 KEYPOINTS = 'keypoints'
@@ -128,21 +130,6 @@ class OneEuroFilter:
         return self.x_prev.copy()
 
     __call__ = filter
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of boxes ``a`` [M, 4] and ``b`` [N, 4] (x1, y1, x2, y2) -> float64 [M, N] (0 for empty boxes)."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(-1)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(-1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(invalid='ignore', divide='ignore'):
-        iou = np.where(union > 0, inter / union, 0.0)
-    return np.nan_to_num(iou, nan=0.0)
 
 
 def _keypoint_similarity(track_kps: np.ndarray, track_sizes: np.ndarray, kps: np.ndarray) -> np.ndarray:

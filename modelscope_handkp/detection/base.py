@@ -99,6 +99,21 @@ class GivenBoxes(HandDetector):
         return self.detections
 
 
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of boxes ``a`` [M, 4] and ``b`` [N, 4] (x1, y1, x2, y2) -> float64 [M, N] (0 for empty boxes)."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(-1)
+    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(-1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    with np.errstate(invalid='ignore', divide='ignore'):
+        iou = np.where(union > 0, inter / union, 0.0)
+    return np.nan_to_num(iou, nan=0.0)
+
+
 def flatten_head_map(t, k: int):
     """A detection head's map ``(N, A*k, H, W)`` -> ``(N, H*W*A, k)`` in (row, column, anchor) order.
 

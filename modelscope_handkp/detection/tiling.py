@@ -50,7 +50,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from .base import Detections
+from .base import Detections, box_iou
 
 __all__ = ['TileSettings', 'TILE_MODES', 'tile_windows', 'tile_matrices', 'tile_palm_keep', 'TiledDetections',
            'tile_settings', 'distinct_tile_hands', 'TILE_HAND_IOU']
@@ -216,13 +216,7 @@ def distinct_tile_hands(dets: Detections, iou_thr: float = TILE_HAND_IOU) -> np.
     from_tiles = getattr(dets, 'from_tiles', None)
     if n < 2 or from_tiles is None or not np.any(from_tiles):
         return np.arange(n, dtype=np.int64)
-    b = dets.boxes.astype(np.float64)
-    lt = np.maximum(b[:, None, :2], b[None, :, :2])
-    rb = np.minimum(b[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(-1)
-    union = area[:, None] + area[None, :] - inter
-    iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    iou = box_iou(dets.boxes, dets.boxes)
     order = np.argsort(-dets.scores, kind='stable')
     tile = np.asarray(from_tiles, bool)
     kept: list[int] = [i for i in order.tolist() if not tile[i]]  # whole-image hands first, whatever their score
