@@ -139,6 +139,13 @@ def resolve_split_folder(folder: str, split: str | None = None, train: bool = Tr
     return ann_file, None, split_prefix_hints(folder, split)
 
 
+def has_split_file(folder: str, train: bool) -> bool:
+    """Whether an annotation file of the dataset folder is named for the training (``train=True``) or the
+    evaluation split -- one that :func:`resolve_split_folder` may still find ambiguous."""
+    cands = _annotation_candidates(os.path.abspath(os.path.expanduser(folder)))
+    return bool(_pick_annotation(cands, TRAIN_SPLIT_WORDS if train else EVAL_SPLIT_WORDS))
+
+
 def split_prefix_hints(folder: str, split: str | None = None) -> list[str]:
     """Image folders to try, in order, for a dataset folder (``images/``, the folder, split folders)."""
     hints = [os.path.join(folder, 'images'), folder]
@@ -312,22 +319,31 @@ _SKIP_HINT = (', or pass skip_invalid=True (CLI: --skip-invalid), which checks e
               'are loaded and skips the unusable ones')
 
 
-def image_file_problem(path: str) -> str | None:
-    """Why the image file cannot be used ('does not exist', 'is a truncated JPEG', ...), or None.  Decodes
-    at 1/8 size (JPEG decoders skip most of the work), so checking a data set's images costs little."""
+_TRUNCATED = 'is a truncated JPEG (its end-of-image marker is missing)'
+_UNDECODABLE = 'cannot be decoded (corrupt or not an image?)'
+
+
+def _image_bytes(path: str):
+    """(the file's bytes, None), or (None, why it cannot be used): missing, unreadable or a truncated JPEG."""
     from ..preprocessor import _jpeg_truncated
     try:
         with open(path, 'rb') as f:
             data = f.read()
     except FileNotFoundError:
-        return 'does not exist'
+        return None, 'does not exist'
     except OSError as e:
-        return f'cannot be read ({e.strerror or e})'
-    if _jpeg_truncated(data):
-        return 'is a truncated JPEG (its end-of-image marker is missing)'
-    if not data or cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8) is None:
-        return 'cannot be decoded (corrupt or not an image?)'
-    return None
+        return None, f'cannot be read ({e.strerror or e})'
+    return (None, _TRUNCATED) if _jpeg_truncated(data) else (data, None)
+
+
+def image_file_problem(path: str) -> str | None:
+    """Why the image file cannot be used ('does not exist', 'is a truncated JPEG', ...), or None.  Decodes
+    at 1/8 size (JPEG decoders skip most of the work), so checking a data set's images costs little."""
+    data, why = _image_bytes(path)
+    if why is None and (not data or cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8)
+                        is None):
+        why = _UNDECODABLE
+    return why
 
 
 def read_image_rgb(path: str, context: str = '') -> np.ndarray:
@@ -335,25 +351,14 @@ def read_image_rgb(path: str, context: str = '') -> np.ndarray:
 
     A truncated JPEG is an error too, as in the pipeline: OpenCV decodes one with grey rows and only a
     warning on stderr, which would train on (or score) a damaged image without a word."""
-    from ..preprocessor import _jpeg_truncated
     where = f'image {path!r}{" (" + context + ")" if context else ""}'
-    try:
-        with open(path, 'rb') as f:
-            data = f.read()
-    except FileNotFoundError:
-        data, why = None, 'does not exist'
-    except OSError as e:
-        data, why = None, f'cannot be read ({e.strerror or e})'
-    img = None
-    if data is not None:
-        if _jpeg_truncated(data):
-            raise DatasetError(f'{where} is a truncated JPEG (its end-of-image marker is missing): the file was not '
-                               'copied or downloaded completely; get the complete file, or remove it from the '
-                               f'annotation file{_SKIP_HINT}.')
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
-        why = 'cannot be decoded (corrupt or not an image?)'
+    data, why = _image_bytes(path)
+    if why == _TRUNCATED:
+        raise DatasetError(f'{where} {_TRUNCATED}: the file was not copied or downloaded completely; get the '
+                           f'complete file, or remove it from the annotation file{_SKIP_HINT}.')
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if img is None:
-        raise DatasetError(f'{where} {why}; fix or remove it from the annotation file{_SKIP_HINT}.')
+        raise DatasetError(f'{where} {why or _UNDECODABLE}; fix or remove it from the annotation file{_SKIP_HINT}.')
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
