@@ -923,12 +923,11 @@ def cmd_train(args) -> int:
         val_ds = _dataset_arg(args.val, args.val_split, args.img_prefix)
     elif isinstance(train_ds, str) and os.path.isdir(train_ds):
         val_ds = train_ds  # the trainer picks the folder's val split
-        from .datasets.coco_wholebody_hand import (EVAL_SPLIT_WORDS, DatasetError, _annotation_candidates,
-                                                   _pick_annotation, resolve_split_folder)
+        from .datasets.coco_wholebody_hand import DatasetError, has_split_file, resolve_split_folder
         try:
             resolve_split_folder(train_ds, None, train=False)
         except DatasetError as e:  # e.g. a folder with train.json only: train without evaluation, and say so
-            if _pick_annotation(_annotation_candidates(os.path.abspath(train_ds)), EVAL_SPLIT_WORDS):
+            if has_split_file(train_ds, train=False):
                 raise  # it has a val split, only an ambiguous one (val_a.json, val_b.json): not "no val split"
             val_ds = None
             print(f'modelscope-handkp: warning: no validation split in --data {args.data} ({e}) Training runs '
