@@ -82,9 +82,7 @@ def small_model_dir(dst: str, size: int, width: int, blocks: int, overwrite: boo
     Weights that an earlier ``--init-from`` run left in ``dst`` are never used silently by a run without
     ``--init-from`` (the trainer would start from them): they are removed with ``overwrite``, kept with
     ``resume`` (the run being continued started from them), else a ``FileExistsError`` says so."""
-    from modelscope_handkp.models import hrnet_extra, hrnet_model_cfg
-    mc = hrnet_model_cfg(hrnet_extra(width, blocks=blocks, modules=tuple(modules), stem_blocks=stem_blocks),
-                         image_size=(size, size))
+    text = model_configuration_text(size, width, blocks, augment, modules, stem_blocks)
     if init_from is not None:
         for name in ('configuration.json', 'pytorch_model.pt'):
             if not os.path.isfile(os.path.join(init_from, name)):
@@ -92,12 +90,11 @@ def small_model_dir(dst: str, size: int, width: int, blocks: int, overwrite: boo
                                         'configuration.json and pytorch_model.pt (e.g. a previous run\'s '
                                         'output_best/).')
         src = json.load(open(os.path.join(init_from, 'configuration.json'))).get('model', {})
-        want = json.loads(json.dumps(mc))
+        want = json.loads(text)['model']
         if any(src.get(k) != want[k] for k in ('backbone', 'image_size')):
             raise ValueError(f'--init-from {init_from}: its network is not the one asked for here (--size {size} '
                              f'--width {width} --blocks {blocks} --modules {" ".join(map(str, modules))} '
                              f'--stem-blocks {stem_blocks}); pass the same network options.')
-    text = model_configuration_text(size, width, blocks, augment, modules, stem_blocks)
     path = os.path.join(dst, 'configuration.json')
     if os.path.exists(path) and open(path).read() != text and not overwrite:
         raise FileExistsError(f'{path} exists with other settings; pass --overwrite or another --work-dir.')
